@@ -1,0 +1,67 @@
+"""Latency per backend x precision x batch size, with parity of the very runner that is timed.
+
+Run: ``pytest benchmarks --benchmark-autosave``; later ``pytest benchmarks --benchmark-compare``.
+"""
+
+from __future__ import annotations
+
+from perfsuite import environment
+from perfsuite.comparator import compare
+from perfsuite.images import tile_batch
+from perfsuite.results import clean_json, make_extra_info
+from perfsuite.timing import MemoryProbe, benchmark_synchronized
+from perfsuite.tolerances import numeric_mode, tolerance_for
+
+
+def common_info(loaded_model, suite_options, spec) -> dict:
+    tf32 = environment.tf32_in_effect(spec.device)
+    return {
+        **loaded_model.describe(),
+        "precision": spec.precision,
+        "batch_size": spec.batch_size,
+        "device": spec.device,
+        "numeric_mode": numeric_mode(spec.precision, tf32),
+        "tf32": environment.tf32_settings(),
+        "cudnn_benchmark": bool(environment.torch.backends.cudnn.benchmark),
+        "transform": suite_options.transform,
+    }
+
+
+def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs, loaded_model,
+                 suite_options, benchmark_settings):
+    pooled = runner_pool.get(case)
+    runner, spec = pooled.runner, pooled.runner.spec
+    batch = tile_batch(fixture_images, spec.batch_size)
+
+    # Parity of the runner being timed: its first outputs are dog and cat (tiled batch).
+    shown = min(spec.batch_size, fixture_images.shape[0])
+    outputs = runner.run(batch)[:shown]
+    tolerance = tolerance_for(spec.precision, environment.tf32_in_effect(spec.device),
+                              suite_options.config.extra.get("tolerances"))
+    parity = compare(reference_outputs[:shown], outputs, tolerance)
+
+    prepared = runner.prepare(batch)
+    benchmark.group = f"latency {loaded_model.name} {spec.precision} batch {spec.batch_size}"
+    with MemoryProbe(spec.device) as memory:
+        timing = benchmark_synchronized(
+            benchmark, lambda: runner.infer(prepared), spec.device,
+            warmup_rounds=benchmark_settings["warmup_rounds"],
+            max_time=benchmark_settings["max_time"], min_rounds=benchmark_settings["min_rounds"],
+        )
+    median = benchmark.stats.stats.median if benchmark.stats else None
+    benchmark.extra_info.update(clean_json(make_extra_info(
+        "latency",
+        backend=case.backend,
+        **common_info(loaded_model, suite_options, spec),
+        build_s=runner.build_seconds,
+        load_s=runner.load_seconds,
+        cold_start_s=pooled.cold_start_s,
+        images_per_s=spec.batch_size / median if median else None,
+        peak_gpu_memory_bytes=max(filter(None, [pooled.memory.peak_gpu_bytes, memory.peak_gpu_bytes]), default=None),
+        host_rss_delta_bytes=pooled.memory.rss_delta_bytes,
+        host_peak_rss_bytes=memory.host_peak_rss_bytes,
+        timing=timing,
+        parity=parity.as_dict(),
+        backend_info=runner.metrics(),
+    )))
+    assert parity.passed, f"{case.id} parity against eager fp32 (TF32 off):\n{parity.summary()}"

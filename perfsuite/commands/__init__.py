@@ -1,0 +1,1 @@
+"""One module per ``perfsuite`` subcommand, each with ``register(subparsers)``; see ``perfsuite.cli``."""

@@ -1,0 +1,78 @@
+"""``perfsuite predict IMAGE...``: top-5 classes per image, with load, conversion and inference times."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import warnings
+
+import torch
+
+from perfsuite.commands._common import add_backend_options, add_model_options
+from perfsuite.errors import BackendUnavailable
+from perfsuite.images import ImageError, build_transform, load_image
+
+WARM_RUNS = 10
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="classify images and time each step (synchronized)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    add_model_options(parser)
+    add_backend_options(parser)
+    parser.add_argument("--top", type=int, default=5, help="classes to show per image (default: 5)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from perfsuite.backends import RunSpec, get_runner_class
+    from perfsuite.environment import resolve_device
+    from perfsuite.models import load_model, resolve_weights_choice
+    from perfsuite.timing import time_once
+
+    device = resolve_device(args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(args.model, resolve_weights_choice(args.weights))
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    spec = RunSpec(args.precision, 1, device)
+    runner = get_runner_class(args.backend)(model, spec)
+    try:
+        runner.load()
+    except BackendUnavailable as exc:
+        print(f"perfsuite predict: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {model.name}, weights {model.weights} ({model.weights_source}), fingerprint "
+          f"{model.short_fingerprint}")
+    print(f"backend {args.backend} {args.precision} on {device}: model load {model.load_seconds * 1e3:.1f} ms, "
+          f"conversion {runner.build_seconds * 1e3:.1f} ms, runner load {runner.load_seconds * 1e3:.1f} ms")
+    for key, value in runner.metrics().items():
+        if key not in ("build_s", "load_s") and value is not None:
+            print(f"  {key}: {value}")
+
+    transform = build_transform(args.transform)
+    failures = 0
+    for path in args.images:
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            print(f"\n{path}: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        prepared = runner.prepare(transform(image).unsqueeze(0))
+        cold, output = time_once(lambda p=prepared: runner.infer(p), device)
+        warm = [time_once(lambda p=prepared: runner.infer(p), device)[0] for _ in range(WARM_RUNS)]
+        probabilities = torch.softmax(runner.to_tensor(output)[0].double(), dim=0)
+        top = probabilities.topk(min(args.top, probabilities.numel()))
+        print(f"\n{path} ({image.width}x{image.height}): inference first {cold * 1e3:.2f} ms, "
+              f"warm median {statistics.median(warm) * 1e3:.2f} ms of {WARM_RUNS} (synchronized)")
+        for rank, (p, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
+            name = model.categories[index] if index < len(model.categories) else f"class {index}"
+            print(f"  {rank}. {name:<30} {p:7.2%}  (index {index})")
+    runner.release()
+    if failures:
+        print(f"\n{failures} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        return 1
+    return 0

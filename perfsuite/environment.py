@@ -1,0 +1,199 @@
+"""The machine and the numeric settings every result records.
+
+TF32: on NVIDIA GPUs PyTorch runs fp32 convolutions as TF32 by default (10-bit mantissa). The
+suite reads and sets it only through the ``fp32_precision`` API (torch >= 2.9); torch 2.14 raises
+when that API and the old ``allow_tf32`` flags are mixed, so the old flags are touched only on a
+torch that lacks the new API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from perfsuite.errors import InputError
+
+
+def resolve_device(option: str | None) -> str:
+    """'auto' (or nothing) -> 'cuda' when a GPU is visible, else 'cpu'; validates the rest."""
+    if option in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if option == "cpu":
+        return "cpu"
+    if option == "cuda" or (option.startswith("cuda:") and option[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {option}: no CUDA GPU is visible to torch {torch.__version__}")
+        index = int(option[5:]) if ":" in option else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {option}: only {torch.cuda.device_count()} GPU(s) visible")
+        return option
+    raise InputError(f"--device {option!r}: choose cpu, cuda, cuda:N or auto")
+
+
+def is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def synchronize(device: str) -> None:
+    """Wait for all queued GPU work on ``device``; a no-op on the CPU."""
+    if is_cuda(device):
+        torch.cuda.synchronize(device)
+
+
+def _has_precision_api() -> bool:
+    return hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision")
+
+
+def tf32_settings() -> dict[str, str]:
+    """The fp32 precision torch uses for cuDNN convolutions and CUDA matmuls ('tf32' or 'ieee')."""
+    if _has_precision_api():
+        conv = torch.backends.cudnn.conv.fp32_precision
+        matmul = torch.backends.cuda.matmul.fp32_precision
+        # 'none' defers to the global setting, whose default is IEEE fp32 for matmuls.
+        if matmul == "none":
+            matmul = torch.backends.fp32_precision if torch.backends.fp32_precision != "none" else "ieee"
+        if conv == "none":
+            conv = "ieee"
+        return {"cudnn_conv": conv, "cuda_matmul": matmul}
+    return {  # pragma: no cover - torch < 2.9
+        "cudnn_conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",
+        "cuda_matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
+    }
+
+
+def tf32_in_effect(device: str) -> bool:
+    """Whether fp32 work on ``device`` runs with TF32 tensor-core math."""
+    return is_cuda(device) and "tf32" in tf32_settings().values()
+
+
+@contextlib.contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """IEEE fp32 for convolutions and matmuls inside the block; the previous settings after it."""
+    if _has_precision_api():
+        saved = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+    else:  # pragma: no cover - torch < 2.9
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def package_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def module_version(module: str) -> str | None:
+    """Version of an importable module, importing it only if it is installed."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return getattr(importlib.import_module(module), "__version__", "unknown")
+    except Exception as exc:  # a broken install is worth reporting, not crashing on
+        return f"broken ({type(exc).__name__}: {exc})"
+
+
+@functools.lru_cache(maxsize=1)
+def nvidia_driver_version() -> str | None:
+    """The driver version through NVML when nvidia-ml-py is installed, else nvidia-smi."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+            return version.decode() if isinstance(version, bytes) else version
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    try:
+        output = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+        return output.strip().splitlines()[0] if output.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_info(device: str = "cuda") -> dict[str, Any]:
+    """Name, compute capability, memory and multiprocessors of ``device``; empty without a GPU."""
+    if not torch.cuda.is_available():
+        return {}
+    index = torch.device(device).index or 0 if is_cuda(device) else 0
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "gpu_name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "gpu_memory_bytes": props.total_memory,
+        "multiprocessors": props.multi_processor_count,
+        "l2_cache_bytes": getattr(props, "L2_cache_size", None),
+        "driver": nvidia_driver_version(),
+    }
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions of everything that can move the numbers."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": package_version("torchvision"),
+        "cuda": torch.version.cuda,
+        "cudnn": str(cudnn) if cudnn else None,
+        "numpy": package_version("numpy"),
+        "onnx": package_version("onnx"),
+        "onnxscript": package_version("onnxscript"),
+        "onnxruntime": package_version("onnxruntime") or package_version("onnxruntime-gpu"),
+        "tensorrt": package_version("tensorrt") or package_version("tensorrt-cu12") or package_version(
+            "tensorrt-cu13"
+        ),
+        "tensorrt_rtx": package_version("tensorrt-rtx-cu13-bindings") or package_version(
+            "tensorrt-rtx-cu12-bindings"
+        ),
+        "perfsuite": package_version("perfsuite"),
+    }
+
+
+def cpu_info() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_count": os.cpu_count()}
+
+
+def machine_summary(device: str) -> dict[str, Any]:
+    """Everything ``perfsuite doctor`` and the benchmark machine_info report."""
+    return {
+        **cpu_info(),
+        **(gpu_info(device) if is_cuda(device) else {}),
+        **software_versions(),
+        "tf32": tf32_settings(),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
