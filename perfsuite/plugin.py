@@ -146,11 +146,28 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+@pytest.hookimpl(optionalhook=True)  # only called when pytest-benchmark is active
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     """GPU, driver, CUDA, cuDNN, TensorRT, torch and other versions into every saved run."""
     options = _options(config)
     summary = environment.machine_summary(options.device)
     machine_info["perfsuite"] = {"device": options.device, **summary}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every skip with its reason, so saved runs say what did not run and why."""
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append({"nodeid": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
+
+
+_SKIPPED: list[dict[str, str]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
+    """Saved runs carry the skipped combinations: a missing backend must be visible, not silent."""
+    output_json["perfsuite_skipped"] = list(_SKIPPED)
 
 
 # -- session fixtures ---------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""Weights selection: random (deterministic), local file, auto, pretrained; fingerprints."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import pytest
+import torch
+
+from perfsuite.errors import InputError, WeightsError
+from perfsuite.images import fixture_paths, load_batch
+from perfsuite.models import load_model, pretrained_cache_path, resolve_weights_choice
+
+# The deterministic random AlexNet is the same on every platform and torch version: this value was
+# computed with torch 2.14.1 on x86-64 and is checked on the GPU machine's torch 2.11 too.
+ALEXNET_RANDOM_FINGERPRINT = "415ac74c99842a6ebfcbf44fc3a5579f7792728e7a6f861120c5259e62376c3a"
+
+
+@pytest.fixture(scope="module")
+def random_alexnet():
+    return load_model("alexnet", "random")
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache, so no test sees or writes the user's."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # a set_dir() elsewhere would win over TORCH_HOME
+    return tmp_path / "torch" / "hub"
+
+
+def test_random_weights_are_deterministic_across_platforms(random_alexnet):
+    assert random_alexnet.fingerprint == ALEXNET_RANDOM_FINGERPRINT
+    assert random_alexnet.weights == "random"
+    assert load_model("alexnet", "random").fingerprint == random_alexnet.fingerprint
+
+
+def test_random_logits_are_in_a_realistic_range(random_alexnet):
+    with torch.inference_mode():
+        logits = random_alexnet.module(load_batch(fixture_paths()))
+        half = copy.deepcopy(random_alexnet.module).half()(load_batch(fixture_paths()).half())
+    # Fan-in scaling keeps logits O(1..10): tiny logits would make every top-1 a near tie,
+    # huge ones would overflow fp16 (max 65504).
+    assert 1.0 < float(logits.abs().max()) < 1000.0
+    assert float(logits.std()) > 0.5
+    assert torch.isfinite(half).all()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_other_torchvision_models_load_the_same_way(name):
+    model = load_model(name, "random")
+    with torch.inference_mode():
+        logits = model.module(load_batch(fixture_paths()))
+    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
+    assert len(model.categories) == 1000
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(InputError, match="not_a_model"):
+        load_model("not_a_model", "random")
+
+
+def test_state_dict_file_round_trip(tmp_path, random_alexnet):
+    path = tmp_path / "alexnet.pt"
+    torch.save(random_alexnet.module.state_dict(), path)
+    loaded = load_model("alexnet", str(path))
+    assert loaded.weights == "file" and loaded.weights_source == str(path)
+    assert loaded.fingerprint == random_alexnet.fingerprint
+
+
+def test_state_dict_with_wrong_shapes_is_refused(tmp_path, random_alexnet):
+    state = dict(random_alexnet.module.state_dict())
+    state["classifier.6.weight"] = torch.zeros(10, 4096)
+    path = tmp_path / "wrong.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"classifier\.6\.weight: shape \(10, 4096\)"):
+        load_model("alexnet", str(path))
+
+
+def test_state_dict_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "resnet.pt"
+    torch.save(load_model("resnet18", "random").module.state_dict(), path)
+    with pytest.raises(WeightsError, match="missing features.0.weight"):
+        load_model("alexnet", str(path))
+
+
+class Payload:
+    """An arbitrary object: unpickling it must be refused (weights_only=True)."""
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("content,message", [
+    (b"", "empty"),
+    (b"not a checkpoint at all", "weights_only=True"),
+    (pickle.dumps(Payload()), "weights_only=True"),
+], ids=["empty", "garbage", "arbitrary-pickle"])
+def test_bad_weight_files_are_refused_by_name(tmp_path, content, message):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=message) as info:
+        load_model("alexnet", str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_weights_file_and_unknown_choice(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model("alexnet", str(tmp_path / "absent.pth"))
+    with pytest.raises(InputError, match="neither one of"):
+        load_model("alexnet", "pretrianed")
+
+
+def test_auto_falls_back_to_random_with_a_warning(empty_hub):
+    with pytest.warns(UserWarning, match="no pretrained weights"):
+        model = load_model("alexnet", "auto")
+    assert model.weights == "random"
+    assert model.fingerprint == ALEXNET_RANDOM_FINGERPRINT
+
+
+def test_auto_uses_the_cached_pretrained_file(empty_hub, random_alexnet):
+    # A real state_dict placed where torch's hub cache keeps AlexNet's pretrained weights.
+    cache = pretrained_cache_path("alexnet")
+    assert cache.parent.parent == empty_hub
+    cache.parent.mkdir(parents=True)
+    state = {k: v * 0.5 for k, v in random_alexnet.module.state_dict().items()}
+    torch.save(state, cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: the cache hit is silent
+        model = load_model("alexnet", "auto")
+    assert model.weights == "pretrained"
+    assert model.weights_source == "AlexNet_Weights.IMAGENET1K_V1"
+    assert model.fingerprint != ALEXNET_RANDOM_FINGERPRINT
+
+
+def test_pretrained_unreachable_names_the_cache_and_offline_choices(empty_hub, monkeypatch):
+    # The download itself cannot happen here (no network); stand in for its failure.
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(WeightsError) as info:
+        load_model("alexnet", "pretrained")
+    message = str(info.value)
+    assert str(pretrained_cache_path("alexnet")) in message
+    assert "--weights random" in message and "--weights PATH" in message
+
+
+def test_weights_choice_order(monkeypatch):
+    monkeypatch.setenv("PERFSUITE_WEIGHTS", "random")
+    assert resolve_weights_choice(None) == "random"
+    assert resolve_weights_choice("pretrained") == "pretrained"
+    monkeypatch.delenv("PERFSUITE_WEIGHTS")
+    assert resolve_weights_choice(None, "auto") == "auto"
