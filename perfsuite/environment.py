@@ -140,7 +140,7 @@ def gpu_info(device: str = "cuda") -> dict[str, Any]:
     """Name, compute capability, memory and multiprocessors of ``device``; empty without a GPU."""
     if not torch.cuda.is_available():
         return {}
-    index = torch.device(device).index or 0 if is_cuda(device) else 0
+    index = (torch.device(device).index or 0) if is_cuda(device) else 0
     props = torch.cuda.get_device_properties(index)
     return {
         "gpu_name": props.name,

@@ -82,7 +82,7 @@ def test_state_dict_with_wrong_shapes_is_refused(tmp_path, random_alexnet):
 def test_state_dict_of_another_model_is_refused(tmp_path):
     path = tmp_path / "resnet.pt"
     torch.save(load_model("resnet18", "random").module.state_dict(), path)
-    with pytest.raises(WeightsError, match="missing features.0.weight"):
+    with pytest.raises(WeightsError, match=r"missing features\.0\.weight"):
         load_model("alexnet", str(path))
 
 

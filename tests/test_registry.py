@@ -86,7 +86,7 @@ def test_suite_config_reads_pyproject(tmp_path):
 
 def test_broken_pyproject_is_named(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.perfsuite\n")
-    with pytest.raises(InputError, match="pyproject.toml"):
+    with pytest.raises(InputError, match=r"pyproject\.toml"):
         load_suite_config(tmp_path / "pyproject.toml")
 
 
