@@ -16,6 +16,10 @@ from perfsuite.errors import InputError
 _REGISTRY: dict[str, str] = {
     "eager": "perfsuite.backends.eager:EagerRunner",
     "onnxruntime": "perfsuite.backends.onnxruntime:OnnxRuntimeRunner",
+    "tensorrt": "perfsuite.backends.tensorrt:TensorRTRunner",
+    "tensorrt-rtx": "perfsuite.backends.tensorrt:TensorRTRtxRunner",
+    "torch2trt": "perfsuite.backends.torch2trt:Torch2TrtRunner",
+    "torch_tensorrt": "perfsuite.backends.torch_tensorrt:TorchTensorRTRunner",
 }
 
 
