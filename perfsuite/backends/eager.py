@@ -27,7 +27,7 @@ class EagerRunner(Runner):
     def _device_reason(cls, spec: RunSpec) -> str | None:
         if is_cuda(spec.device) and spec.precision == "bf16" and not torch.cuda.is_bf16_supported():
             name = torch.cuda.get_device_name(spec.device)
-            return f"eager: {name} has no bf16 support (needs compute capability 8.0 or newer)"
+            return f"{cls.name}: {name} has no bf16 support (needs compute capability 8.0 or newer)"
         return None
 
     def _memory_format(self) -> torch.memory_format:
@@ -63,3 +63,16 @@ def reference_logits(model: LoadedModel, images: torch.Tensor, device: str) -> t
         logits = module(images.to(device)).float()
         synchronize(device)
     return logits.cpu()
+
+
+@dataclasses.dataclass(frozen=True)
+class EagerChannelsLastConfig(EagerConfig):
+    channels_last: bool = True
+
+
+class EagerChannelsLastRunner(EagerRunner):
+    """``eager-channels-last``: eager with NHWC activations and weights (tensor-core convolutions
+    need NHWC; with the default NCHW cuDNN inserts layout transposes around them)."""
+
+    name = "eager-channels-last"
+    config_class = EagerChannelsLastConfig

@@ -3,17 +3,22 @@
 On the CPU it uses the CPU execution provider. On a GPU it needs the CUDA execution provider
 (the ``onnxruntime-gpu`` package); inputs and outputs then stay on the GPU through I/O binding
 so that the timed call does not include host copies.
+
+``onnxruntime-cuda`` and ``onnxruntime-trt`` name the GPU execution provider explicitly (CUDA, or
+TensorRT with CUDA for what TensorRT does not take); both need ``onnxruntime-gpu`` and skip with
+that reason without it. TensorRT engines are cached under ``<cache_dir>/onnxruntime-tensorrt``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from perfsuite.backends.base import BackendConfig, Runner, RunSpec
+from perfsuite.config import cache_root, load_suite_config
 from perfsuite.environment import is_cuda
 from perfsuite.errors import BackendUnavailable
 from perfsuite.onnx_export import INPUT_NAME, OUTPUT_NAME, OnnxExport, export_onnx
@@ -32,20 +37,38 @@ class OnnxRuntimeRunner(Runner):
     extra = "onnx"
     config_class = OnnxRuntimeConfig
     config: OnnxRuntimeConfig
+    #: the GPU execution provider a subclass insists on; None: CPU provider on the CPU, CUDA on a GPU
+    execution_provider: ClassVar[str | None] = None
 
     @classmethod
     def _device_reason(cls, spec: RunSpec) -> str | None:
-        if is_cuda(spec.device):
+        if is_cuda(spec.device) or cls.execution_provider:
             if spec.precision == "bf16":
-                return "onnxruntime: bf16 I/O binding on the GPU is not implemented by perfsuite"
+                return f"{cls.name}: bf16 I/O binding on the GPU is not implemented by perfsuite"
             import onnxruntime
 
-            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            wanted = cls.execution_provider or "CUDAExecutionProvider"
+            if wanted not in onnxruntime.get_available_providers():
                 return (
-                    "onnxruntime: no CUDAExecutionProvider in this onnxruntime "
+                    f"{cls.name}: no {wanted} in this onnxruntime "
                     f"({', '.join(onnxruntime.get_available_providers())}); pip install onnxruntime-gpu"
                 )
+            if not is_cuda(spec.device):
+                return f"{cls.name}: {wanted} runs on a CUDA GPU (--device cuda)"
         return None
+
+    def _providers(self) -> list[Any]:
+        if self.execution_provider == "TensorrtExecutionProvider":
+            shape = f"{INPUT_NAME}:{self.spec.batch_size}x3x224x224"
+            options = {
+                "device_id": torch.device(self.spec.device).index or 0,
+                "trt_fp16_enable": self.spec.precision == "fp16",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_root(load_suite_config()) / "onnxruntime-tensorrt"),
+                "trt_profile_min_shapes": shape, "trt_profile_opt_shapes": shape, "trt_profile_max_shapes": shape,
+            }
+            return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider"]
+        return ["CUDAExecutionProvider"] if is_cuda(self.spec.device) else ["CPUExecutionProvider"]
 
     def _build(self) -> None:
         # One dynamic-batch export serves every batch size.
@@ -58,11 +81,16 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3
         if self.config.intra_op_threads:
             options.intra_op_num_threads = self.config.intra_op_threads
-        providers = ["CUDAExecutionProvider"] if is_cuda(self.spec.device) else ["CPUExecutionProvider"]
+        providers = self._providers()
+        wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         try:
             self._session = onnxruntime.InferenceSession(self.export.model_bytes, options, providers=providers)
         except Exception as exc:  # ONNX Runtime raises its own exception types per failure
-            raise BackendUnavailable(f"onnxruntime: cannot create a {providers[0]} session: {exc}") from exc
+            raise BackendUnavailable(f"{self.name}: cannot create a {wanted} session: {exc}") from exc
+        if wanted not in self._session.get_providers():  # ONNX Runtime falls back silently
+            needs = "TensorRT's libraries: pip install tensorrt" if "Tensorrt" in wanted else "CUDA and cuDNN libraries"
+            raise BackendUnavailable(f"{self.name}: {wanted} could not be created (it needs {needs}); ONNX Runtime "
+                                     f"fell back to {', '.join(self._session.get_providers())}")
         self._output_shape = (self.spec.batch_size, *self._session.get_outputs()[0].shape[1:])
 
     def prepare(self, images: torch.Tensor) -> Any:
@@ -96,3 +124,13 @@ class OnnxRuntimeRunner(Runner):
         facts = {**super().metrics(), **self.export.describe()} if hasattr(self, "export") else super().metrics()
         facts["onnxruntime_providers"] = self._session.get_providers() if getattr(self, "_session", None) else None
         return facts
+
+
+class OnnxRuntimeCudaRunner(OnnxRuntimeRunner):
+    name = "onnxruntime-cuda"
+    execution_provider = "CUDAExecutionProvider"
+
+
+class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
+    name = "onnxruntime-trt"
+    execution_provider = "TensorrtExecutionProvider"
