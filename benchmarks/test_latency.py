@@ -5,8 +5,12 @@ Run: ``pytest benchmarks --benchmark-autosave``; later ``pytest benchmarks --ben
 
 from __future__ import annotations
 
-from perfsuite import environment
+import warnings
+
+from perfsuite import environment, telemetry
 from perfsuite.comparator import compare
+from perfsuite.gate.settings import settings_from_config
+from perfsuite.gate.stability import UnstableMeasurement, stability_info
 from perfsuite.images import tile_batch
 from perfsuite.results import clean_json, make_extra_info
 from perfsuite.timing import MemoryProbe, benchmark_synchronized
@@ -42,13 +46,17 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
 
     prepared = runner.prepare(batch)
     benchmark.group = f"latency {loaded_model.name} {spec.precision} batch {spec.batch_size}"
-    with MemoryProbe(spec.device) as memory:
+    with MemoryProbe(spec.device) as memory, telemetry.GpuWatch(spec.device) as gpu_watch, \
+            telemetry.HostWatch() as host_watch:
         timing = benchmark_synchronized(
             benchmark, lambda: runner.infer(prepared), spec.device,
             warmup_rounds=benchmark_settings["warmup_rounds"],
             max_time=benchmark_settings["max_time"], min_rounds=benchmark_settings["min_rounds"],
         )
     median = benchmark.stats.stats.median if benchmark.stats else None
+    gate_settings = settings_from_config(suite_options.config)
+    stability = stability_info(benchmark.stats.stats, gate_settings.cv_threshold) if benchmark.stats else None
+    gpu_telemetry, host_telemetry = gpu_watch.as_dict(), host_watch.as_dict()
     benchmark.extra_info.update(clean_json(make_extra_info(
         "latency",
         backend=case.backend,
@@ -63,5 +71,17 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
         timing=timing,
         parity=parity.as_dict(),
         backend_info=runner.metrics(),
+        stability=stability,
+        gpu_telemetry=gpu_telemetry,
+        host_telemetry=host_telemetry,
     )))
+    if stability and stability["unstable"]:
+        warnings.warn(UnstableMeasurement(f"{case.id}: unstable measurement, CV {stability['cv']:.1%} > "
+                                          f"{gate_settings.cv_threshold:.1%}"), stacklevel=1)
+    if gpu_telemetry and (gpu_telemetry["throttled"] or gpu_telemetry["contended"]):
+        warnings.warn(UnstableMeasurement(f"{case.id}: GPU throttled {gpu_telemetry['throttle_reasons']} or shared "
+                                          f"with {gpu_telemetry['other_processes']} other process(es)"), stacklevel=1)
+    if (host_telemetry["other_cpu_fraction"] or 0) > gate_settings.host_contention:
+        warnings.warn(UnstableMeasurement(f"{case.id}: other processes used {host_telemetry['other_cpu_fraction']:.0%}"
+                                          " of the CPU while it was timed"), stacklevel=1)
     assert parity.passed, f"{case.id} parity against eager fp32 (TF32 off):\n{parity.summary()}"

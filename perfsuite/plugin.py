@@ -105,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from exc
+    config._perfsuite_outcomes = OutcomeLog()
+    config.pluginmanager.register(config._perfsuite_outcomes, "perfsuite-outcomes")
 
 
 def _options(config: pytest.Config) -> SuiteOptions:
@@ -149,25 +151,35 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.hookimpl(optionalhook=True)  # only called when pytest-benchmark is active
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     """GPU, driver, CUDA, cuDNN, TensorRT, torch and other versions into every saved run."""
-    options = _options(config)
-    summary = environment.machine_summary(options.device)
-    machine_info["perfsuite"] = {"device": options.device, **summary}
+    from perfsuite.gate.hardware import machine_section
+
+    machine_info["perfsuite"] = machine_section(_options(config).device)  # + power limit, MIG mode (NVML)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remember every skip with its reason, so saved runs say what did not run and why."""
-    if report.skipped:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        _SKIPPED.append({"nodeid": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
+class OutcomeLog:
+    """Tests that were skipped or failed, with the reason: saved runs keep them (pytest-benchmark
+    writes rows only for benchmarks that ran), so a skipped backend is visible to ``compare``."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[dict[str, str]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not (report.skipped or report.failed):
+            return
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        else:  # the exception line pytest prints in its short summary
+            crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
+            reason = (crash or report.longreprtext or "").strip().split("\n")[0][:500]
+        self.outcomes.append({"nodeid": report.nodeid, "outcome": "skipped" if report.skipped else "failed",
+                              "when": report.when, "reason": reason})
 
 
-_SKIPPED: list[dict[str, str]] = []
-
-
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True)  # only called when pytest-benchmark is active
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
-    """Saved runs carry the skipped combinations: a missing backend must be visible, not silent."""
-    output_json["perfsuite_skipped"] = list(_SKIPPED)
+    """Skipped and failed tests into every saved run (schema in ``perfsuite.results``)."""
+    log = getattr(config, "_perfsuite_outcomes", None)
+    output_json["perfsuite"] = {"schema_version": 1, "outcomes": list(log.outcomes) if log else []}
 
 
 # -- session fixtures ---------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""``perfsuite baseline``: record, store, find and list baselines (one per hardware fingerprint)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from perfsuite.commands._gate import add_storage_option, baseline_dir
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("baseline", help="record and store baselines per hardware fingerprint")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    record = actions.add_parser("record", help="run the benchmarks N times and store them as this hardware's "
+                                               "baseline (or write them to --output)")
+    record.add_argument("--runs", type=int, default=6,
+                        help="whole runs to record (default 6, what the drill needed; the U test needs 3+)")
+    where = record.add_mutually_exclusive_group()
+    where.add_argument("--store", help="baseline store (default: [tool.perfsuite.gate] baseline_dir or "
+                                       ".perfsuite-baselines)")
+    where.add_argument("--output", help="write run-NN.json here instead of storing a baseline (e.g. the new "
+                                        "side of a comparison)")
+    record.add_argument("--allow-failures", action="store_true",
+                        help="store a baseline even if a run had failing tests")
+    record.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                        help="after --: pytest arguments (default target: benchmarks/)")
+    record.set_defaults(func=run_record)
+
+    save = actions.add_parser("save", help="store existing runs as the baseline of their hardware")
+    save.add_argument("runs", nargs="+", help="runs: paths, folders, 'globs' or storage ids")
+    save.add_argument("--store", help="baseline store (default: .perfsuite-baselines)")
+    add_storage_option(save)
+    save.set_defaults(func=run_save)
+
+    fingerprint = actions.add_parser("fingerprint", help="this machine's hardware fingerprint id (a cache key)")
+    fingerprint.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    fingerprint.add_argument("--json", action="store_true", help="every field, as JSON")
+    fingerprint.set_defaults(func=run_fingerprint)
+
+    listing = actions.add_parser("list", help="stored baselines")
+    listing.add_argument("--store", help="baseline store (default: .perfsuite-baselines)")
+    listing.set_defaults(func=run_list)
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from perfsuite.gate.record import record_runs
+    from perfsuite.gate.runs import load_run
+    from perfsuite.gate.store import save_baseline
+
+    if args.output:
+        recorded = record_runs(args.runs, Path(args.output), args.pytest_args)
+        failed = [r for r in recorded if r.exit_code != 0]
+        print(f"perfsuite baseline record: {len(recorded)} runs in {args.output}"
+              + (f"; {len(failed)} had failing tests (compare will report them)" if failed else ""))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="perfsuite-record-") as folder:
+        recorded = record_runs(args.runs, Path(folder), args.pytest_args)
+        failed = [r for r in recorded if r.exit_code != 0]
+        if failed and not args.allow_failures:
+            print(f"perfsuite baseline record: {len(failed)} of {len(recorded)} runs had failing tests; baseline not "
+                  "stored (--allow-failures stores it anyway)", file=sys.stderr)
+            return 1
+        stored = save_baseline(baseline_dir(args), [load_run(r.path) for r in recorded])
+    print(f"perfsuite baseline record: {len(recorded)} runs stored in {stored}")
+    return 0
+
+
+def run_save(args: argparse.Namespace) -> int:
+    from perfsuite.gate.runs import load_side
+    from perfsuite.gate.store import save_baseline
+
+    runs = load_side(args.runs, args.storage, "runs")
+    stored = save_baseline(baseline_dir(args), runs)
+    print(f"perfsuite baseline save: {len(runs)} runs stored in {stored}")
+    return 0
+
+
+def run_fingerprint(args: argparse.Namespace) -> int:
+    from perfsuite.environment import resolve_device
+    from perfsuite.gate.hardware import current_fingerprint
+
+    fingerprint = current_fingerprint(resolve_device(args.device))
+    if args.json:
+        print(json.dumps({"id": fingerprint.id, "label": fingerprint.label, "kind": fingerprint.kind,
+                          **fingerprint.as_dict()}, indent=2))
+    else:
+        print(fingerprint.id)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from perfsuite.gate.store import list_baselines
+
+    root = baseline_dir(args)
+    baselines = list_baselines(root)
+    if not baselines:
+        print(f"no baselines under {root}")
+    for manifest in baselines:
+        print(f"{manifest['fingerprint_id']}  {len(manifest['runs'])} runs  {manifest.get('created')}  "
+              f"{manifest.get('label')}")
+    return 0

@@ -1,0 +1,41 @@
+"""``perfsuite report RESULTS... --output DIR``: charts and a markdown summary of saved runs.
+
+RESULTS take the same forms as ``compare``'s sides (paths, folders, quoted globs, storage ids);
+runs of different hardware are reported side by side (a cross-GPU report).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from perfsuite.commands._gate import add_storage_option
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="PNG charts and a markdown summary of saved runs",
+                                   description=__doc__.split("\n\n")[0].strip("`"))
+    parser.add_argument("results", nargs="+", metavar="RESULTS", help="runs: paths, folders, 'globs', storage ids")
+    parser.add_argument("--output", required=True, help="folder for the charts and the markdown summary")
+    parser.add_argument("--title", default="Benchmark results", help="heading of the markdown summary")
+    parser.add_argument("--markdown-name", default="summary.md",
+                        help="file name of the markdown summary in --output (default summary.md)")
+    parser.add_argument("--no-charts", action="store_true", help="only the markdown tables (docs/results)")
+    parser.add_argument("--summary", metavar="FILE",
+                        help="also append the markdown summary to FILE (e.g. \"$GITHUB_STEP_SUMMARY\")")
+    add_storage_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from perfsuite.gate.runs import load_side
+    from perfsuite.report import write_report
+
+    runs = load_side(args.results, args.storage, "RESULTS")
+    written = write_report(runs, args.output, args.title, charts=not args.no_charts,
+                           markdown_name=args.markdown_name)
+    for path in written:
+        print(path)
+    if args.summary:
+        with open(args.summary, "a") as handle:
+            handle.write(written[-1].read_text() + "\n")
+    return 0

@@ -1,0 +1,108 @@
+"""The hardware a run was measured on, and the software it ran.
+
+Runs are comparable only on the same hardware. The fingerprint of a GPU run is the GPU model,
+compute capability, memory size (whole GiB, so that a driver reserving a few MiB more does not
+split it), enforced power limit and MIG mode; of a CPU run, the CPU model and logical core count.
+Software (torch, TensorRT, CUDA, cuDNN, driver, onnxruntime, ...) is not part of it: a software
+upgrade on the same hardware is exactly the change a comparison measures, and the report shows
+it at the top as the change under test.
+
+Fields come from ``machine_info["perfsuite"]``, which the pytest plugin fills from
+:func:`machine_section`. A run saved without it (plain pytest-benchmark) falls back to
+pytest-benchmark's own CPU fields and counts as a CPU run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+GPU_FIELDS = ("gpu_name", "compute_capability", "gpu_memory_gib", "power_limit_w", "mig_mode")
+CPU_FIELDS = ("cpu_model", "cpu_count")
+SOFTWARE_FIELDS = ("torch", "torchvision", "tensorrt", "tensorrt_rtx", "cuda", "cudnn", "driver", "onnxruntime",
+                   "onnx", "onnxscript", "numpy", "python", "perfsuite")
+GIB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareFingerprint:
+    """What a run's hardware must match; ``id`` names its baseline folder."""
+
+    kind: str  # "gpu" or "cpu"
+    fields: tuple[tuple[str, Any], ...]
+    source: str = "perfsuite"  # or "pytest-benchmark" for runs saved without the perfsuite plugin
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+    @property
+    def id(self) -> str:
+        """A folder- and cache-key-safe name: kind, readable model, and a hash of every field."""
+        digest = hashlib.sha256(json.dumps([self.kind, self.fields], sort_keys=True, default=str).encode())
+        model = self.as_dict().get("gpu_name" if self.kind == "gpu" else "cpu_model") or "unknown"
+        slug = re.sub(r"[^a-z0-9]+", "-", str(model).lower()).strip("-")[:40].strip("-")
+        return f"{self.kind}-{slug}-{digest.hexdigest()[:10]}"
+
+    @property
+    def label(self) -> str:
+        values = self.as_dict()
+        if self.kind == "gpu":
+            extras = [f"sm {values.get('compute_capability')}", f"{values.get('gpu_memory_gib')} GiB",
+                      f"{values.get('power_limit_w')} W", f"MIG {values.get('mig_mode') or 'unknown'}"]
+            return f"{values.get('gpu_name')} ({', '.join(extras)})"
+        return f"{values.get('cpu_model')} ({values.get('cpu_count')} logical cores)"
+
+
+def _section(machine_info: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    section = machine_info.get("perfsuite")
+    return section if isinstance(section, Mapping) else None
+
+
+def fingerprint(machine_info: Mapping[str, Any]) -> HardwareFingerprint:
+    """The fingerprint of a saved run's ``machine_info``."""
+    section = _section(machine_info)
+    if section is None:
+        cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), Mapping) else {}
+        model = cpu.get("brand_raw") or machine_info.get("processor") or machine_info.get("machine")
+        return HardwareFingerprint("cpu", (("cpu_model", model), ("cpu_count", cpu.get("count"))),
+                                   source="pytest-benchmark")
+    if str(section.get("device", "cpu")).startswith("cuda"):
+        memory = section.get("gpu_memory_bytes")
+        values = {**section, "gpu_memory_gib": round(memory / GIB) if isinstance(memory, (int, float)) else None}
+        return HardwareFingerprint("gpu", tuple((name, values.get(name)) for name in GPU_FIELDS))
+    return HardwareFingerprint("cpu", tuple((name, section.get(name)) for name in CPU_FIELDS))
+
+
+def software(machine_info: Mapping[str, Any]) -> dict[str, Any]:
+    """Versions that may differ between compared runs (the change under test)."""
+    section = _section(machine_info) or {"python": machine_info.get("python_version")}
+    return {name: section.get(name) for name in SOFTWARE_FIELDS if name in section}
+
+
+def mismatches(expected: HardwareFingerprint, actual: HardwareFingerprint) -> list[tuple[str, Any, Any]]:
+    """(field, expected, actual) for every field that differs, including the kind of device."""
+    rows: list[tuple[str, Any, Any]] = []
+    if expected.kind != actual.kind:
+        rows.append(("device", expected.kind, actual.kind))
+    left, right = expected.as_dict(), actual.as_dict()
+    for name in dict.fromkeys([*left, *right]):
+        if left.get(name) != right.get(name):
+            rows.append((name, left.get(name, "(not recorded)"), right.get(name, "(not recorded)")))
+    return rows
+
+
+def machine_section(device: str) -> dict[str, Any]:
+    """What the plugin stores as ``machine_info["perfsuite"]``: machine summary plus NVML facts."""
+    from perfsuite import telemetry
+    from perfsuite.environment import machine_summary
+
+    return {"device": device, **machine_summary(device), **telemetry.hardware_facts(device)}
+
+
+def current_fingerprint(device: str) -> HardwareFingerprint:
+    """The fingerprint this machine's runs on ``device`` will have."""
+    return fingerprint({"perfsuite": machine_section(device)})

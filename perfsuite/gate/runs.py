@@ -1,0 +1,199 @@
+"""Saved runs: pytest-benchmark JSON files as they are, found by path, glob, folder or storage id.
+
+A *side* of a comparison (baseline or new) is one or more whole runs of the suite. It is given as
+a string of comma-separated items, each one of:
+
+* a file path;
+* a folder: every ``*.json`` in it (a baseline folder also has ``baseline.json``, its manifest,
+  which is checked and not read as a run; see ``store``);
+* a glob (``runs/pr-*.json``; quote it so the shell leaves it alone);
+* a pytest-benchmark storage id: ``0003`` or ``Linux-CPython-3.11-64bit/0003`` (a file-name prefix
+  under ``--storage``, default ``.benchmarks``), as ``pytest --benchmark-compare`` takes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import statistics
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from perfsuite.errors import InputError
+from perfsuite.gate.hardware import HardwareFingerprint, fingerprint, software
+from perfsuite.gate.stability import coefficient_of_variation
+from perfsuite.results import load_benchmark_json
+
+MANIFEST_NAME = "baseline.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkRecord:
+    """One benchmark row of one run."""
+
+    key: str  # pytest node id (``fullname``): the same benchmark in every run
+    name: str
+    group: str | None
+    stats: Mapping[str, Any]
+    extra_info: Mapping[str, Any]
+
+    def statistic(self, name: str) -> float:
+        """The per-run value the gate compares: the median (default), mean or min of the rounds."""
+        return float(self.stats[name])
+
+    @property
+    def median_s(self) -> float:
+        return float(self.stats["median"])
+
+    @property
+    def samples(self) -> list[float] | None:
+        """Every timed round, when the file has them (``--benchmark-json`` does; autosave needs
+        ``--benchmark-save-data``)."""
+        data = self.stats.get("data")
+        return [float(v) for v in data] if data else None
+
+    @property
+    def cv(self) -> float | None:
+        return coefficient_of_variation(self.stats)
+
+    @property
+    def backend(self) -> str | None:
+        return self.extra_info.get("backend")
+
+    @property
+    def kind(self) -> str | None:
+        return self.extra_info.get("kind")
+
+    @property
+    def telemetry(self) -> Mapping[str, Any] | None:
+        return self.extra_info.get("gpu_telemetry")
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedRun:
+    """One whole run of the suite: its machine, commit, benchmarks and recorded skips/failures."""
+
+    path: Path
+    data: Mapping[str, Any] = dataclasses.field(repr=False)
+
+    @property
+    def machine_info(self) -> Mapping[str, Any]:
+        return self.data.get("machine_info") or {}
+
+    @property
+    def commit_info(self) -> Mapping[str, Any]:
+        return self.data.get("commit_info") or {}
+
+    @property
+    def datetime(self) -> str | None:
+        return self.data.get("datetime")
+
+    @cached_property
+    def benchmarks(self) -> dict[str, BenchmarkRecord]:
+        records: dict[str, BenchmarkRecord] = {}
+        for bench in self.data["benchmarks"]:
+            key = bench.get("fullname") or bench["name"]
+            if key in records:
+                raise InputError(f"results file {self.path}: benchmark {key} appears twice")
+            records[key] = BenchmarkRecord(key, bench["name"], bench.get("group"), bench["stats"],
+                                           bench.get("extra_info") or {})
+        return records
+
+    @cached_property
+    def outcomes(self) -> dict[str, Mapping[str, Any]]:
+        """node id -> {"outcome": "skipped"|"failed", "when", "reason"} for tests that did not pass."""
+        section = self.data.get("perfsuite") or {}
+        # "perfsuite_skipped" ([{"nodeid", "reason"}]): the first plugin version recorded skips only
+        legacy = {entry["nodeid"]: {**entry, "outcome": "skipped"} for entry in self.data.get("perfsuite_skipped", [])}
+        return {**legacy, **{entry["nodeid"]: entry for entry in section.get("outcomes", [])}}
+
+    @property
+    def records_outcomes(self) -> bool:
+        """Whether the run was saved by a plugin that records skips."""
+        return "perfsuite" in self.data or "perfsuite_skipped" in self.data
+
+    @cached_property
+    def fingerprint(self) -> HardwareFingerprint:
+        return fingerprint(self.machine_info)
+
+    @cached_property
+    def software(self) -> dict[str, Any]:
+        return software(self.machine_info)
+
+    @property
+    def device(self) -> str:
+        section = self.machine_info.get("perfsuite")
+        return str(section.get("device", "cpu")) if isinstance(section, Mapping) else "cpu"
+
+
+def load_run(path: str | Path) -> SavedRun:
+    """Read and check one saved run (errors name the file)."""
+    run = SavedRun(Path(path), load_benchmark_json(path))
+    run.benchmarks  # noqa: B018 - duplicate keys are an input error, raised here rather than later
+    return run
+
+
+def _storage_matches(item: str, storage: Path) -> list[Path]:
+    if Path(item).is_absolute() or item.endswith(".json") or ".." in Path(item).parts:
+        return []  # a path that does not exist, not an id
+    if "/" in item:
+        platform, prefix = item.rsplit("/", 1)
+        patterns = [f"{glob.escape(platform)}/{glob.escape(prefix)}*.json"]
+    else:
+        patterns = [f"*/{glob.escape(item)}*.json", f"{glob.escape(item)}*.json"]
+    return sorted({p for pattern in patterns for p in storage.glob(pattern) if p.is_file()})
+
+
+def resolve_side(spec: str, storage: str | Path = ".benchmarks", what: str = "runs") -> list[Path]:
+    """The run files a side names (see the module docstring); an error names what matched nothing."""
+    storage = Path(storage)
+    paths: list[Path] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        candidate = Path(item)
+        if candidate.is_dir():
+            found = sorted(p for p in candidate.glob("*.json") if p.name != MANIFEST_NAME)
+            if not found:
+                raise InputError(f"{what} {item!r}: the folder has no *.json run files")
+        elif candidate.is_file():
+            found = [candidate]
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file() and Path(p).name != MANIFEST_NAME)
+            if not found:
+                raise InputError(f"{what} {item!r}: the glob matches no file")
+        else:
+            found = _storage_matches(item, storage) if storage.is_dir() else []
+            if not found:
+                raise InputError(f"{what} {item!r}: no such file or folder, and no pytest-benchmark run with that "
+                                 f"id under {storage}/")
+        paths.extend(p for p in found if p not in paths)
+    if not paths:
+        raise InputError(f"{what}: nothing given")
+    return paths
+
+
+def load_side(spec: str | Sequence[str | Path], storage: str | Path = ".benchmarks",
+              what: str = "runs") -> list[SavedRun]:
+    """Load every run a side names; a baseline folder's manifest is verified first."""
+    from perfsuite.gate.store import verify_folder
+
+    specs = [spec] if isinstance(spec, str) else [str(s) for s in spec]
+    paths: list[Path] = []
+    for item in specs:
+        for part in item.split(","):
+            if Path(part.strip()).is_dir():
+                verify_folder(Path(part.strip()))
+        paths.extend(p for p in resolve_side(item, storage, what) if p not in paths)
+    return [load_run(path) for path in paths]
+
+
+def per_run_values(runs: Sequence[SavedRun], key: str, statistic: str = "median") -> list[float]:
+    """The chosen statistic of benchmark ``key`` in each run that has it."""
+    return [run.benchmarks[key].statistic(statistic) for run in runs if key in run.benchmarks]
+
+
+def median_of(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None

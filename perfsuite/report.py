@@ -1,0 +1,404 @@
+"""Reports of saved runs: PNG charts (matplotlib, extra ``report``) and markdown tables.
+
+One row per benchmark and machine: runs of the same hardware are merged (median over runs of each
+run's median; latency samples pooled), runs of different hardware stay apart, so a folder of
+results from several GPU runners gives one cross-GPU report.
+
+Charts (each only when the runs have what it needs):
+
+``comparison.png``            per backend x precision: conversion (build) time, load time, and
+                              inference latency at the smallest batch size
+``latency_distribution.png``  every timed round per backend x precision, one panel per batch size
+``throughput.png``            images/s against batch size
+``speedup.png``               speedup over eager at the same precision, batch size and machine
+``memory.png``                peak GPU memory and host RSS growth per backend x precision
+
+:func:`render_markdown` writes the tables (machine, versions, every benchmark with median, IQR,
+CV, images/s, parity, build/load/cold start, memory; every skip and failure with its reason);
+``summary.md`` and the ``docs/results/*.md`` tables are both made by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from perfsuite.errors import InputError
+from perfsuite.gate.runs import SavedRun
+from perfsuite.gate.tables import format_bytes, format_number, format_percent, format_seconds, render_table
+
+CHARTS = ("comparison", "latency_distribution", "throughput", "speedup", "memory")
+SOFTWARE_SHOWN = ("torch", "torchvision", "cuda", "cudnn", "driver", "tensorrt", "tensorrt_rtx", "onnxruntime",
+                  "onnx", "numpy", "python", "perfsuite")
+
+
+@dataclasses.dataclass
+class Row:
+    """One benchmark on one machine, merged over that machine's runs."""
+
+    machine: str  # hardware label
+    machine_id: str
+    key: str
+    name: str
+    kind: str | None
+    backend: str | None
+    precision: str | None
+    batch_size: int | None
+    runs: int
+    median_s: float
+    iqr_s: float | None
+    cv: float | None
+    samples: list[float] | None
+    extra: dict[str, Any]
+
+    @property
+    def series(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    def value(self, field: str) -> Any:
+        values = [v for v in self.extra.get(field, []) if v is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.batch_size / self.median_s if self.batch_size and self.median_s > 0 else None
+
+    @property
+    def parity(self) -> dict[str, Any] | None:
+        reports = [p for p in self.extra.get("parity", []) if p]
+        return reports[-1] if reports else None
+
+
+@dataclasses.dataclass
+class Machine:
+    id: str
+    label: str
+    runs: list[SavedRun]
+
+    @property
+    def software(self) -> dict[str, str]:
+        merged: dict[str, list[str]] = {}
+        for run in self.runs:
+            for name, version in run.software.items():
+                merged.setdefault(name, [])
+                if str(version) not in merged[name]:
+                    merged[name].append(str(version))
+        return {name: " / ".join(versions) for name, versions in merged.items()}
+
+    @property
+    def outcomes(self) -> list[dict[str, Any]]:
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for run in self.runs:
+            for nodeid, entry in run.outcomes.items():
+                seen.setdefault((nodeid, entry.get("outcome", "skipped")), dict(entry))
+        return list(seen.values())
+
+
+MERGED_FIELDS = ("build_s", "load_s", "cold_start_s", "peak_gpu_memory_bytes", "host_rss_delta_bytes",
+                 "host_peak_rss_bytes", "parity", "stability", "gpu_telemetry")
+
+
+def group_machines(runs: Sequence[SavedRun]) -> list[Machine]:
+    machines: dict[str, Machine] = {}
+    for run in runs:
+        fingerprint = run.fingerprint
+        machines.setdefault(fingerprint.id, Machine(fingerprint.id, fingerprint.label, [])).runs.append(run)
+    return list(machines.values())
+
+
+def collect_rows(runs: Sequence[SavedRun]) -> list[Row]:
+    """Every benchmark of every machine, merged over that machine's runs, in first-seen order."""
+    if not runs:
+        raise InputError("report: no runs given")
+    rows = []
+    for machine in group_machines(runs):
+        keys = list(dict.fromkeys(key for run in machine.runs for key in run.benchmarks))
+        for key in keys:
+            records = [run.benchmarks[key] for run in machine.runs if key in run.benchmarks]
+            first = records[0]
+            samples = [s for r in records for s in (r.samples or [])] if all(r.samples for r in records) else None
+            cvs = [r.cv for r in records if r.cv is not None]
+            info = first.extra_info
+            rows.append(Row(
+                machine.label, machine.id, key, first.name, first.kind, first.backend, info.get("precision"),
+                info.get("batch_size"), len(records), statistics.median(r.median_s for r in records),
+                statistics.median(float(r.stats.get("iqr", 0.0)) for r in records),
+                statistics.median(cvs) if cvs else None,
+                samples, {f: [r.extra_info.get(f) for r in records] for f in MERGED_FIELDS},
+            ))
+    return rows
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+
+def _parity_cell(parity: dict[str, Any] | None) -> str:
+    if not parity:
+        return "-"
+    outputs = parity.get("outputs") or {}
+    errors = [o.get("max_rel_error") for o in outputs.values() if isinstance(o, dict)]
+    top1 = [o.get("top1_agreement") for o in outputs.values() if isinstance(o, dict)]
+    error = max((e for e in errors if e is not None), default=None)
+    agreement = min((t for t in top1 if t is not None), default=None)
+    state = "pass" if parity.get("passed") else "FAIL"
+    return f"{state}, rel {format_number(error, 2)}, top-1 {format_percent(agreement, signed=False)}"
+
+
+def _flags(row: Row) -> str:
+    flags = []
+    stability = [s for s in row.extra.get("stability", []) if s]
+    if any(s.get("unstable") for s in stability):
+        flags.append(f"unstable (CV > {stability[0].get('cv_threshold', 0):.1%})")
+    telemetry = [t for t in row.extra.get("gpu_telemetry", []) if t]
+    if any(t.get("throttled") for t in telemetry):
+        flags.append("throttled")
+    if any(t.get("contended") for t in telemetry):
+        flags.append("GPU shared")
+    return ", ".join(flags)
+
+
+def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", charts: Sequence[str] = ()) -> str:
+    """The results tables: per machine its hardware, software, every benchmark row and every skip."""
+    rows = collect_rows(runs)
+    lines = [f"# {title}", ""]
+    if charts:
+        lines += ["Charts: " + ", ".join(f"[{Path(c).stem}]({Path(c).name})" for c in charts), ""]
+    for machine in group_machines(runs):
+        software = machine.software
+        lines += [f"## {machine.label}", "",
+                  f"Hardware fingerprint `{machine.id}`; {len(machine.runs)} run(s): "
+                  + ", ".join(f"`{r.path.name}`" for r in machine.runs) + ".", "",
+                  "Software: " + ", ".join(f"{name} {software[name]}" for name in SOFTWARE_SHOWN
+                                           if software.get(name) not in (None, "None")) + ".", ""]
+        mine = [r for r in rows if r.machine_id == machine.id]
+        latency = [r for r in mine if r.kind == "latency"]
+        if latency:
+            table = [[r.backend, r.precision, r.batch_size, format_seconds(r.median_s), format_seconds(r.iqr_s),
+                      format_percent(r.cv, signed=False), format_number(r.images_per_s, 4), _parity_cell(r.parity),
+                      format_seconds(r.value("build_s")), format_seconds(r.value("load_s")),
+                      format_seconds(r.value("cold_start_s")), format_bytes(r.value("peak_gpu_memory_bytes")),
+                      format_bytes(r.value("host_rss_delta_bytes"), signed=True), _flags(r) or "-"]
+                     for r in latency]
+            lines += ["### Latency", "", render_table(
+                ["backend", "precision", "batch", "median", "IQR", "CV", "img/s", "parity", "build", "load",
+                 "cold start", "GPU peak", "host RSS", "flags"], table, True), ""]
+        other = [r for r in mine if r.kind != "latency"]
+        if other:
+            table = [[r.name, r.kind or "-", r.backend or "-", r.precision or "-", format_seconds(r.median_s),
+                      format_seconds(r.iqr_s), format_seconds(r.value("build_s")), format_seconds(r.value("load_s"))]
+                     for r in other]
+            lines += ["### Startup and other benchmarks", "", render_table(
+                ["benchmark", "kind", "backend", "precision", "median", "IQR", "build", "load"], table, True), ""]
+        outcomes = machine.outcomes
+        if outcomes:
+            table = [[o["nodeid"].split("::")[-1], o.get("outcome", "skipped"), o.get("reason") or "-"]
+                     for o in outcomes]
+            lines += ["### Skipped and failed", "", render_table(["test", "outcome", "reason"], table, True), ""]
+        elif not any(run.records_outcomes for run in machine.runs):
+            lines += ["(These runs were saved without the perfsuite plugin: skips were not recorded.)", ""]
+    return "\n".join(lines)
+
+
+# -- charts --------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise InputError("charts need matplotlib (pip install 'perfsuite[report]')") from exc
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, dpi=110, metadata={"Software": None})
+    return path
+
+
+def _label(row: Row, several_machines: bool) -> str:
+    return f"{row.series} · {row.machine}" if several_machines else row.series
+
+
+def _comparison_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+    latency = [r for r in rows if r.kind == "latency"]
+    if not latency:
+        return None
+    smallest = min(r.batch_size for r in latency)
+    chosen = [r for r in latency if r.batch_size == smallest]
+    labels = [_label(r, several) for r in chosen]
+    panels = [("conversion (build)", [r.value("build_s") for r in chosen]),
+              ("load", [r.value("load_s") for r in chosen]),
+              (f"inference, batch {smallest} (median)", [r.median_s for r in chosen])]
+    figure = _figure(12, 0.45 * len(chosen) + 2)
+    axes = figure.subplots(1, 3, sharey=True)
+    for ax, (title, values) in zip(axes, panels):
+        ax.barh(range(len(chosen)), [v * 1e3 if v else float("nan") for v in values], color="C0")
+        ax.set_title(title)
+        ax.set_xlabel("ms")
+        ax.margins(x=0.25)  # room for the value labels; linear, so bar lengths compare honestly
+        for index, value in enumerate(values):
+            if value:
+                ax.annotate(format_seconds(value), (value * 1e3, index), xytext=(3, 0),
+                            textcoords="offset points", va="center", fontsize=7)
+    axes[0].set_yticks(range(len(chosen)), labels)
+    axes[0].invert_yaxis()
+    figure.suptitle("Conversion, load and inference time per backend")
+    return _save(figure, path)
+
+
+def _distribution_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+    latency = [r for r in rows if r.kind == "latency"]
+    if not latency:
+        return None
+    batches = sorted({r.batch_size for r in latency})
+    figure = _figure(max(6, 0.6 * max(sum(r.batch_size == b for r in latency) for b in batches) + 3),
+                     3 * len(batches))
+    axes = figure.subplots(len(batches), 1, squeeze=False)[:, 0]
+    for ax, batch in zip(axes, batches):
+        chosen = [r for r in latency if r.batch_size == batch]
+        boxes = []
+        for r in chosen:
+            if r.samples:
+                values = [v * 1e3 for v in r.samples]
+                boxes.append({"med": statistics.median(values), "q1": _quantile(values, 0.25),
+                              "q3": _quantile(values, 0.75), "whislo": min(values), "whishi": max(values),
+                              "fliers": [], "label": _label(r, several)})
+            else:  # no samples saved: the box from the run's own statistics
+                boxes.append({"med": r.median_s * 1e3, "q1": r.median_s * 1e3, "q3": r.median_s * 1e3,
+                              "whislo": r.median_s * 1e3, "whishi": r.median_s * 1e3, "fliers": [],
+                              "label": _label(r, several) + " (median only)"})
+        ax.bxp(boxes, showfliers=False)
+        ax.set_ylabel("ms per batch")
+        ax.set_title(f"batch {batch}: every timed round (box: quartiles, whiskers: min/max)")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    figure.suptitle("Latency distribution per backend")
+    return _save(figure, path)
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _series(rows: list[Row], several: bool) -> dict[str, list[Row]]:
+    series: dict[str, list[Row]] = {}
+    for r in rows:
+        series.setdefault(_label(r, several), []).append(r)
+    return {k: sorted(v, key=lambda r: r.batch_size) for k, v in series.items()}
+
+
+def _batch_axis(ax, rows: list[Row]) -> None:
+    """Log2 x axis labelled with the batch sizes actually measured."""
+    batches = sorted({r.batch_size for r in rows})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.minorticks_off()
+    ax.set_xlabel("batch size")
+
+
+def _throughput_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+    latency = [r for r in rows if r.kind == "latency" and r.images_per_s]
+    if not latency:
+        return None
+    figure = _figure(8, 5)
+    ax = figure.subplots()
+    for label, points in _series(latency, several).items():
+        ax.plot([r.batch_size for r in points], [r.images_per_s for r in points], marker="o", label=label)
+    _batch_axis(ax, latency)
+    ax.set_yscale("log")
+    ax.set_ylabel("images / s (batch / median latency)")
+    ax.set_title("Throughput against batch size")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(figure, path)
+
+
+def speedups(rows: Sequence[Row]) -> list[tuple[Row, float]]:
+    """(row, eager median / row median) for every non-eager latency row with an eager counterpart."""
+    eager = {(r.machine_id, r.precision, r.batch_size): r for r in rows if r.kind == "latency" and r.backend == "eager"}
+    found = []
+    for r in rows:
+        reference = eager.get((r.machine_id, r.precision, r.batch_size))
+        if r.kind == "latency" and r.backend != "eager" and reference is not None:
+            found.append((r, reference.median_s / r.median_s))
+    return found
+
+
+def _speedup_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+    found = speedups(rows)
+    if not found:
+        return None
+    batches = sorted({r.batch_size for r, _ in found})
+    labels = list(dict.fromkeys(_label(r, several) for r, _ in found))
+    figure = _figure(max(7, 1.2 * len(batches) * max(1, len(labels)) / 2), 5)
+    ax = figure.subplots()
+    width = 0.8 / len(labels)
+    for index, label in enumerate(labels):
+        values = {r.batch_size: s for r, s in found if _label(r, several) == label}
+        ax.bar([b + (index - (len(labels) - 1) / 2) * width for b in range(len(batches))],
+               [values.get(b, 0) for b in batches], width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    ax.set_ylabel("speedup over eager (same precision)")
+    ax.set_title("Speedup over PyTorch eager")
+    ax.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def _memory_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+    latency = [r for r in rows if r.kind == "latency"]
+    gpu = [r for r in latency if r.value("peak_gpu_memory_bytes")]
+    host = [r for r in latency if r.value("host_rss_delta_bytes") is not None]
+    panels = [(title, chosen, field) for title, chosen, field in (
+        ("peak GPU memory (MiB)", gpu, "peak_gpu_memory_bytes"),
+        ("host RSS growth at load (MiB)", host, "host_rss_delta_bytes")) if chosen]
+    if not panels:
+        return None
+    figure = _figure(6 * len(panels), 5)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, chosen, field) in zip(axes, panels):
+        for label, points in _series(chosen, several).items():
+            ax.plot([r.batch_size for r in points], [r.value(field) / 2**20 for r in points], marker="o",
+                    label=label)
+        _batch_axis(ax, chosen)
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+    figure.suptitle("Memory per backend")
+    return _save(figure, path)
+
+
+def write_charts(runs: Sequence[SavedRun], output: str | Path) -> list[Path]:
+    """Every chart the runs support, as PNG files in ``output``."""
+    rows = collect_rows(runs)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    several = len({r.machine_id for r in rows}) > 1
+    makers = {"comparison": _comparison_chart, "latency_distribution": _distribution_chart,
+              "throughput": _throughput_chart, "speedup": _speedup_chart, "memory": _memory_chart}
+    written = []
+    for name in CHARTS:
+        path = makers[name](rows, output / f"{name}.png", several)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def write_report(runs: Sequence[SavedRun], output: str | Path, title: str = "Benchmark results",
+                 charts: bool = True, markdown_name: str = "summary.md") -> list[Path]:
+    """Charts and the markdown summary into ``output``; returns the files written."""
+    from perfsuite.results import write_text_atomic
+
+    output = Path(output)
+    written = write_charts(runs, output) if charts else []
+    summary = output / markdown_name
+    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written]))
+    return [*written, summary]

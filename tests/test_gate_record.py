@@ -1,0 +1,91 @@
+"""Recording whole runs: fresh pytest processes, skips and failures kept in the saved JSON.
+
+Runs a tiny benchmark file (not AlexNet: the subject here is the recording, and it keeps each
+run to a few seconds) through ``perfsuite baseline record`` with the perfsuite plugin loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from perfsuite.cli import main
+from perfsuite.errors import InputError
+from perfsuite.gate.record import pytest_arguments, record_runs
+from perfsuite.gate.runs import load_run
+
+TESTS = textwrap.dedent('''
+    import pytest
+
+    def test_sums(benchmark):
+        benchmark(sum, range(1000))
+
+    def test_backend_missing(benchmark):
+        pytest.skip("xyz: libxyz not installed (pip install 'perfsuite[xyz]')")
+
+    def test_parity_broken(benchmark):
+        benchmark(sum, range(10))
+        assert 1 + 1 == 3, "parity against eager failed"
+''')
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("record")
+    (folder / "test_tiny.py").write_text(TESTS)
+    code = main(["baseline", "record", "--runs", "2", "--output", str(folder / "runs"), "--",
+                 str(folder / "test_tiny.py"), "-p", "perfsuite.plugin", "-q", "-p", "no:cacheprovider",
+                 "--benchmark-min-rounds", "3", "--benchmark-max-time", "0.01"])
+    return folder, code
+
+
+def test_runs_are_written_and_complete(recorded):
+    folder, code = recorded
+    assert code == 0  # --output mode: failures are for compare to judge
+    runs = [load_run(folder / "runs" / f"run-0{i}.json") for i in (1, 2)]
+    assert not list((folder / "runs").glob(".*partial"))
+    for run in runs:
+        assert any(key.endswith("::test_sums") for key in run.benchmarks)
+        assert run.machine_info["perfsuite"]["device"] in ("cpu", "cuda")
+
+
+def test_skips_and_failures_are_recorded_with_reasons(recorded):
+    folder, _ = recorded
+    outcomes = json.loads((folder / "runs" / "run-01.json").read_text())["perfsuite"]["outcomes"]
+    by_test = {entry["nodeid"].split("::")[-1]: entry for entry in outcomes}
+    assert by_test["test_backend_missing"]["outcome"] == "skipped"
+    assert by_test["test_backend_missing"]["reason"] == "xyz: libxyz not installed (pip install 'perfsuite[xyz]')"
+    assert by_test["test_parity_broken"]["outcome"] == "failed"
+    assert "parity against eager failed" in by_test["test_parity_broken"]["reason"]
+    assert "test_sums" not in by_test
+
+
+def test_failed_test_fails_the_gate(recorded, capsys):
+    folder, _ = recorded
+    runs = folder / "runs"
+    assert main(["compare", str(runs / "run-01.json"), str(runs / "run-02.json")]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "parity against eager failed" in out
+
+
+def test_store_refuses_a_baseline_with_failing_tests(recorded, capsys):
+    folder, _ = recorded
+    store = folder / "baselines"
+    code = main(["baseline", "record", "--runs", "1", "--store", str(store), "--", str(folder / "test_tiny.py"),
+                 "-p", "no:cacheprovider", "-q", "--benchmark-max-time", "0.01"])
+    assert code == 1 and not store.exists()
+    assert "baseline not stored" in capsys.readouterr().err
+
+
+def test_a_run_without_json_is_an_error(tmp_path):
+    (tmp_path / "test_skips.py").write_text("import pytest\n\ndef test_x(benchmark):\n    pytest.skip('no GPU')\n")
+    with pytest.raises(InputError, match=r"run 1: pytest exited 0 without writing \.run-01\.json\.partial"):
+        record_runs(1, tmp_path / "runs", [str(tmp_path / "test_skips.py"), "-q", "-p", "no:cacheprovider"])
+
+
+def test_default_target_is_the_benchmarks_folder():
+    assert pytest_arguments(["--backends", "eager"]) == ["benchmarks", "--backends", "eager"]
+    assert pytest_arguments(["--", "benchmarks/test_latency.py::test_latency", "-q"]) == [
+        "benchmarks/test_latency.py::test_latency", "-q"]
