@@ -11,10 +11,11 @@ from perfsuite import environment, telemetry
 from perfsuite.comparator import compare
 from perfsuite.gate.settings import settings_from_config
 from perfsuite.gate.stability import UnstableMeasurement, stability_info
-from perfsuite.images import tile_batch
+from perfsuite.images import FIXTURE_IMAGES, tile_batch
 from perfsuite.results import clean_json, make_extra_info
+from perfsuite.roofline import roofline_info
 from perfsuite.timing import MemoryProbe, benchmark_synchronized
-from perfsuite.tolerances import numeric_mode, tolerance_for
+from perfsuite.tolerances import numeric_mode
 
 
 def common_info(loaded_model, suite_options, spec) -> dict:
@@ -40,9 +41,8 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
     # Parity of the runner being timed: its first outputs are dog and cat (tiled batch).
     shown = min(spec.batch_size, fixture_images.shape[0])
     outputs = runner.run(batch)[:shown]
-    tolerance = tolerance_for(spec.precision, environment.tf32_in_effect(spec.device),
-                              suite_options.config.extra.get("tolerances"))
-    parity = compare(reference_outputs[:shown], outputs, tolerance)
+    parity = compare(reference_outputs[:shown], outputs, suite_options.tolerance(spec.precision),
+                     categories=loaded_model.categories, sample_names=FIXTURE_IMAGES[:shown])
 
     prepared = runner.prepare(batch)
     benchmark.group = f"latency {loaded_model.name} {spec.precision} batch {spec.batch_size}"
@@ -71,6 +71,7 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
         timing=timing,
         parity=parity.as_dict(),
         backend_info=runner.metrics(),
+        roofline=roofline_info(loaded_model, spec.precision, spec.batch_size, spec.device, median),
         stability=stability,
         gpu_telemetry=gpu_telemetry,
         host_telemetry=host_telemetry,
@@ -84,4 +85,4 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
     if (host_telemetry["other_cpu_fraction"] or 0) > gate_settings.host_contention:
         warnings.warn(UnstableMeasurement(f"{case.id}: other processes used {host_telemetry['other_cpu_fraction']:.0%}"
                                           " of the CPU while it was timed"), stacklevel=1)
-    assert parity.passed, f"{case.id} parity against eager fp32 (TF32 off):\n{parity.summary()}"
+    assert parity.passed, f"{case.id} parity against eager fp32 (TF32 off):\n{parity.report()}"

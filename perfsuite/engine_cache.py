@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +37,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from perfsuite.errors import InputError, PerfsuiteError
-from perfsuite.results import write_json_atomic
+from perfsuite.results import write_bytes_atomic, write_json_atomic
 
 FORMAT_VERSION = 1
 BUILD_LOG = "builds.jsonl"
@@ -137,21 +136,6 @@ class CacheEntry:
     size: int
     metadata: dict[str, Any] | None  # None: unreadable
     problem: str | None = None
-
-
-def write_bytes_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class EngineCache:

@@ -95,6 +95,25 @@ def tf32_disabled() -> Iterator[None]:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@contextlib.contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """TF32 for CUDA matmuls inside the block (what cuDNN convolutions use by default)."""
+    if not _has_precision_api():  # pragma: no cover - torch < 2.9
+        saved_flag = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved_flag
+        return
+    saved = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved
+
+
 def package_version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)

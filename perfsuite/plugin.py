@@ -26,6 +26,7 @@ from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.images import TRANSFORMS, fixture_paths, load_batch
 from perfsuite.models import LoadedModel, load_model, resolve_weights_choice
 from perfsuite.timing import MemoryProbe, time_once
+from perfsuite.tolerances import Tolerance, merge_overrides, parse_tolerance_options, tolerance_for
 
 PARITY_BATCH = "parity"  # batch-size marker: the fixture images themselves (dog and cat)
 
@@ -42,6 +43,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     group.addoption("--transform", default="report", choices=TRANSFORMS,
                     help="preprocessing: the report's Resize((224,224)) or the eval Resize(256)+CenterCrop")
+    group.addoption("--tolerance", action="append", default=[], metavar="PRECISION:KEY=VALUE[,...]",
+                    help="override a parity tolerance, e.g. fp16:rel=0.02 (repeatable; wins over "
+                         "[tool.perfsuite.tolerances])")
+    group.addoption("--cudnn-benchmark", action="store_true",
+                    help="set torch.backends.cudnn.benchmark (recorded in every row)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +61,12 @@ class SuiteOptions:
     batch_sizes: tuple[int, ...]
     device: str
     transform: str
+    tolerance_overrides: dict[str, dict[str, float]]
     config: SuiteConfig
+
+    def tolerance(self, precision: str) -> Tolerance:
+        """The parity tolerance of ``precision`` on this session's device (fp32 under TF32 is judged as tf32)."""
+        return tolerance_for(precision, environment.tf32_in_effect(self.device), self.tolerance_overrides)
 
     @classmethod
     def from_pytest(cls, config: pytest.Config) -> SuiteOptions:
@@ -77,6 +88,8 @@ class SuiteOptions:
             batch_sizes=batch_sizes,
             device=device,
             transform=config.getoption("--transform"),
+            tolerance_overrides=merge_overrides(suite.extra.get("tolerances"),
+                                                parse_tolerance_options(config.getoption("--tolerance"))),
             config=suite,
         )
 
@@ -101,6 +114,8 @@ class Case:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
+    if config.getoption("--cudnn-benchmark"):
+        torch.backends.cudnn.benchmark = True
     try:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
     except InputError as exc:
@@ -180,6 +195,17 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
     """Skipped and failed tests into every saved run (schema in ``perfsuite.results``)."""
     log = getattr(config, "_perfsuite_outcomes", None)
     output_json["perfsuite"] = {"schema_version": 1, "outcomes": list(log.outcomes) if log else []}
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Lines tests publish with ``record_property("perfsuite_summary", ...)`` (e.g. engine sizes), also under
+    pytest-xdist, where a test's own output stays on its worker."""
+    lines = [value for report in terminalreporter.getreports("passed")
+             for name, value in report.user_properties if name == "perfsuite_summary"]
+    if lines:
+        terminalreporter.section("perfsuite")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 # -- session fixtures ---------------------------------------------------------------------------

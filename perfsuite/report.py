@@ -135,7 +135,7 @@ def collect_rows(runs: Sequence[SavedRun]) -> list[Row]:
 # -- markdown ------------------------------------------------------------------------------------
 
 
-def _parity_cell(parity: dict[str, Any] | None) -> str:
+def parity_cell(parity: dict[str, Any] | None) -> str:
     if not parity:
         return "-"
     outputs = parity.get("outputs") or {}
@@ -177,7 +177,7 @@ def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", 
         latency = [r for r in mine if r.kind == "latency"]
         if latency:
             table = [[r.backend, r.precision, r.batch_size, format_seconds(r.median_s), format_seconds(r.iqr_s),
-                      format_percent(r.cv, signed=False), format_number(r.images_per_s, 4), _parity_cell(r.parity),
+                      format_percent(r.cv, signed=False), format_number(r.images_per_s, 4), parity_cell(r.parity),
                       format_seconds(r.value("build_s")), format_seconds(r.value("load_s")),
                       format_seconds(r.value("cold_start_s")), format_bytes(r.value("peak_gpu_memory_bytes")),
                       format_bytes(r.value("host_rss_delta_bytes"), signed=True), _flags(r) or "-"]

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from perfsuite import environment
 from perfsuite.comparator import compare
-from perfsuite.tolerances import tolerance_for
-
-
-def _tolerance(precision, suite_options):
-    return tolerance_for(precision, environment.tf32_in_effect(suite_options.device),
-                         suite_options.config.extra.get("tolerances"))
+from perfsuite.images import FIXTURE_IMAGES
 
 
 def test_backend_matches_reference(parity_case, runner_pool, fixture_images, reference_outputs, suite_options):
     runner = runner_pool.get(parity_case).runner
     outputs = runner.run(fixture_images)
-    report = compare(reference_outputs, outputs, _tolerance(parity_case.precision, suite_options))
-    assert report.passed, f"{parity_case.id}:\n{report.summary()}"
+    report = compare(reference_outputs, outputs, suite_options.tolerance(parity_case.precision),
+                     categories=runner.model.categories, sample_names=FIXTURE_IMAGES)
+    assert report.passed, f"{parity_case.id}:\n{report.report()}"
     logits = report.outputs[0]
     if (parity_case.backend, parity_case.precision) != ("eager", "fp32") or suite_options.device != "cpu":
         # A different implementation or precision always rounds somewhere: an error of exactly zero
@@ -31,7 +26,7 @@ def test_negative_control_fails_the_same_check(parity_case, runner_pool, fixture
     """The very output that passed, pushed just past its tolerance, must fail."""
     runner = runner_pool.get(parity_case).runner
     outputs = runner.run(fixture_images)
-    tolerance = _tolerance(parity_case.precision, suite_options)
+    tolerance = suite_options.tolerance(parity_case.precision)
     scale = float(reference_outputs.abs().max())
     perturbed = outputs.clone()
     perturbed[0, 0] += 1.5 * tolerance.rel * scale + float((outputs - reference_outputs).abs().max())

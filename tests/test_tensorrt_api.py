@@ -118,5 +118,5 @@ def test_the_probe_reason_comes_from_the_failed_deserialization():
     assert probe.reason.startswith(f"tensorrt-rtx: the TensorRT-RTX {probe.version} runtime cannot run on "
                                    "NVIDIA H100 80GB HBM3 (compute capability 9.0): deserialize_cuda_engine failed; ")
     assert "TensorRT logged: [ERROR] IRuntime::deserializeCudaEngine" in probe.reason
-    assert probe.reason.endswith(f"supports compute capabilities {', '.join(probe.supported)}")
+    assert probe.reason.endswith(f"builds engines for compute capabilities {', '.join(probe.supported)}")
     assert "8.6" in probe.supported and "9.0" not in probe.supported

@@ -41,10 +41,11 @@ import torch
 
 from perfsuite import environment
 from perfsuite.backends.base import BackendConfig, Runner, RunSpec, missing_modules
-from perfsuite.engine_cache import Built, CachedEngine, EngineCache, EngineKey, write_bytes_atomic
+from perfsuite.engine_cache import Built, CachedEngine, EngineCache, EngineKey
 from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.models import LoadedModel
 from perfsuite.onnx_export import EXPORTER, INPUT_NAME, MAX_DYNAMIC_BATCH, OPSET, export_onnx
+from perfsuite.results import write_bytes_atomic
 
 _log = logging.getLogger("perfsuite.tensorrt")
 _log.addHandler(logging.NullHandler())  # TensorRT's messages reach errors' texts; print them only on request
@@ -745,8 +746,10 @@ class RuntimeProbe:
     def reason(self) -> str | None:
         if self.ok:
             return None
-        supported = (f"; {self.title} {self.version} supports compute capabilities {', '.join(self.supported)}"
-                     if self.supported else "")
+        # The runtime's own message (in the log) lists what it runs on; the builder's enum can differ
+        # (it also lists targets the runtime of this version refuses), so label it as what it is.
+        supported = (f"; {self.title} {self.version} builds engines for compute capabilities "
+                     f"{', '.join(self.supported)}" if self.supported else "")
         return (f"{self.flavor}: the {self.title} {self.version} runtime cannot run on {self.gpu} (compute capability "
                 f"{self.compute_capability}): {self.step} failed{self.detail}; TensorRT logged: "
                 f"{_errors_text(list(self.log))}{supported}")

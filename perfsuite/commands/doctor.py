@@ -1,4 +1,10 @@
-"""``perfsuite doctor``: hardware, versions, and which backend x precision can run here and why not."""
+"""``perfsuite doctor``: hardware, versions, and which backend x precision can run here and why not.
+
+By default each backend's own checks answer (installed packages, device and dtype support, and real
+runtime probes such as TensorRT-RTX deserializing a small engine); ``--build`` goes further and
+builds and loads every runnable combination, so failures that only a real attempt shows (e.g. ONNX
+Runtime's CPU provider has no bf16 convolution) appear too.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ from perfsuite.commands._common import add_model_options
 def register(subparsers) -> None:
     parser = subparsers.add_parser("doctor", help="what this machine has and which backends can run")
     add_model_options(parser)
-    parser.add_argument("--quick", action="store_true",
-                        help="static checks only (no export, build or load attempt)")
+    parser.add_argument("--build", action="store_true",
+                        help="also build and load every runnable backend x precision at batch 1 (slow: "
+                             "torch.compile max-autotune takes minutes per precision on a GPU)")
+    parser.add_argument("--backends", default=None, help="comma-separated subset of backends to report")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
@@ -28,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     summary = machine_summary(device)
     model = None
-    if not args.quick:
+    if args.build:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = load_model(args.model, resolve_weights_choice(args.weights))
     table = []
-    for name in backend_names():
+    names = [n.strip() for n in args.backends.split(",")] if args.backends else backend_names()
+    for name in names:
         runner_class = get_runner_class(name)
         for precision in PRECISIONS:
             spec = RunSpec(precision, 1, device)
@@ -56,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
     print("machine")
     for key, value in summary.items():
         print(f"  {key}: {value}")
-    print(f"\nbackends on {device}" + (" (static checks only)" if args.quick else " (built and loaded)"))
+    print(f"\nbackends on {device}" + (" (built and loaded)" if args.build else
+                                       " (installed packages, device and runtime probes; --build to build each)"))
     for row in table:
         state = "ok" if row["runs"] else f"cannot run: {row['reason']}"
-        print(f"  {row['backend']:<14} {row['precision']:<5} {state}")
+        print(f"  {row['backend']:<36} {row['precision']:<5} {state}")
+        facts = {k: row[k] for k in ("engine_bytes", "build_s", "load_s", "engine_layers", "layer_precisions")
+                 if row.get(k) is not None}
+        if facts:
+            print("      " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     return 0

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from perfsuite.commands._common import add_model_options
 
@@ -48,12 +50,12 @@ def _add_golden_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--golden-dir", type=Path, default=GOLDEN_DIR, help=f"default: {GOLDEN_DIR}")
 
 
-def _load_model(args: argparse.Namespace):
+def _load_model(model_name: str, weights: str | None):
     from perfsuite.models import load_model, resolve_weights_choice
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(args.model, resolve_weights_choice(args.weights))
+        model = load_model(model_name, resolve_weights_choice(weights))
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return model
@@ -76,7 +78,7 @@ def run_record(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu"):
         raise InputError(f"--device {args.device}: goldens are recorded on the CPU by definition (eager fp32 "
                          "there has no TF32); check other devices with 'perfsuite golden check'")
-    model = _load_model(args)
+    model = _load_model(args.model, args.weights)
     new = record_golden(model, golden_inputs(args.transform))
     path = golden_path(model.name, model.fingerprint, args.transform, args.golden_dir)
     print(f"recorded now: {new.describe()}")
@@ -111,30 +113,48 @@ def _split(value: str | None) -> list[str]:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from perfsuite.results import write_json_atomic
+
+    document = check_against_golden(args.model, args.weights, args.transform, args.golden_dir, args.device,
+                                    _split(args.backends), _split(args.precisions), args.tolerance)
+    if args.json:
+        write_json_atomic(args.json, document)
+    return 1 if document["counts"]["failed"] else 0
+
+
+def check_against_golden(model_name: str, weights: str | None, transform: str, golden_dir: Path,
+                         device: str = "auto", backends: Sequence[str] = (), precisions: Sequence[str] = (),
+                         tolerance_options: Sequence[str] = (),
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """What ``golden check`` does, printing through ``log``; returns the document ``--json`` writes:
+    ``golden``, ``model``, ``transform``, ``device``, ``machine_info`` (``{"perfsuite": ...}`` as saved
+    runs have it, so the environment the check ran in can be compared with a run's), ``results`` (one
+    row per backend x precision, the reference first) and ``counts``."""
     from perfsuite.backends import RunSpec, backend_names, get_runner_class
     from perfsuite.comparator import ParityReport
     from perfsuite.config import PRECISIONS, check_precision, load_suite_config
     from perfsuite.environment import resolve_device, tf32_in_effect
     from perfsuite.errors import BackendUnavailable
+    from perfsuite.gate.hardware import machine_section
     from perfsuite.golden import check_reference, compare_with_golden, find_golden
-    from perfsuite.results import clean_json, write_json_atomic
+    from perfsuite.results import clean_json
     from perfsuite.tolerances import merge_overrides, parse_tolerance_options, tolerance_for
 
-    device = resolve_device(args.device)
-    backends = _split(args.backends) or backend_names()
+    device = resolve_device(device)
+    backends = list(backends) or backend_names()
     runner_classes = {name: get_runner_class(name) for name in backends}  # unknown names: a clear error
-    precisions = [check_precision(p, "--precisions") for p in _split(args.precisions)] or list(PRECISIONS)
-    overrides = merge_overrides(load_suite_config().extra.get("tolerances"), parse_tolerance_options(args.tolerance))
+    precisions = [check_precision(p, "--precisions") for p in precisions] or list(PRECISIONS)
+    overrides = merge_overrides(load_suite_config().extra.get("tolerances"), parse_tolerance_options(tolerance_options))
 
-    model = _load_model(args)
-    golden = find_golden(model, args.transform, args.golden_dir)
+    model = _load_model(model_name, weights)
+    golden = find_golden(model, transform, golden_dir)
     reference, inputs = check_reference(model, golden, tolerance_for("fp32", overrides=overrides))
-    print(reference.report())
+    log(reference.report())
     rows: list[dict] = [{"backend": "reference", "precision": "fp32", "device": "cpu",
                          "outcome": "passed" if reference.passed else "failed",
                          "parity": reference.parity.as_dict(), "changes": list(reference.changes)}]
 
-    print(f"\nbackends on {device} against the golden:")
+    log(f"\nbackends on {device} against the golden:")
     for backend, runner_class in runner_classes.items():
         for precision in precisions:
             spec = RunSpec(precision, inputs.batch.shape[0], device)
@@ -154,18 +174,17 @@ def run_check(args: argparse.Namespace) -> int:
                     runner.release()
             label = f"  {backend:<15}{precision:<6}"
             if parity is None:
-                print(f"{label}SKIP  {reason}")
+                log(f"{label}SKIP  {reason}")
                 rows.append({**row, "outcome": "skipped", "reason": reason})
                 continue
-            print(f"{label}{'PASS' if parity.passed else 'FAIL'}  " + parity.outputs[0].summary().split(": ", 1)[1])
+            log(f"{label}{'PASS' if parity.passed else 'FAIL'}  " + parity.outputs[0].summary().split(": ", 1)[1])
             if not parity.passed:
-                print("\n".join(f"      {line}" for line in parity.report().splitlines()[1:]))
+                log("\n".join(f"      {line}" for line in parity.report().splitlines()[1:]))
             rows.append({**row, "outcome": "passed" if parity.passed else "failed", "parity": parity.as_dict()})
 
     counts = {outcome: sum(r["outcome"] == outcome for r in rows) for outcome in ("passed", "failed", "skipped")}
-    print(f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped "
-          "(the reference counts as one)")
-    if args.json:
-        write_json_atomic(args.json, clean_json({"golden": str(golden.path), "model": model.describe(),
-                                                 "transform": golden.transform, "results": rows}))
-    return 1 if counts["failed"] else 0
+    log(f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped "
+        "(the reference counts as one)")
+    return clean_json({"golden": str(golden.path), "model": model.describe(), "transform": golden.transform,
+                       "device": device, "machine_info": {"perfsuite": machine_section(device)}, "results": rows,
+                       "counts": counts})

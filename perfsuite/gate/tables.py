@@ -67,7 +67,7 @@ def _memory_cell(comparison) -> str:
     return "; ".join(parts) or "-"
 
 
-def _headline(result: GateResult) -> str:
+def headline(result: GateResult) -> str:
     counts = [f"{result.count(v)} {v.value}" for v in Verdict if result.count(v)]
     if result.backend_failures:
         counts.append(f"{len(result.backend_failures)} required backend(s) without results")
@@ -78,7 +78,7 @@ def render_result(result: GateResult, markdown: bool = False) -> str:
     """The whole report: verdict line, hardware, change under test, table, notes."""
     settings = result.settings
     bold = (lambda s: f"**{s}**") if markdown else (lambda s: s)
-    lines = [("### " if markdown else "") + _headline(result), ""]
+    lines = [("### " if markdown else "") + headline(result), ""]
     lines.append(f"{bold('hardware')}: {result.hardware.label} (`{result.hardware.id}`)" if markdown
                  else f"hardware: {result.hardware.label} ({result.hardware.id})")
     if result.hardware_mismatch:
