@@ -8,6 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from perfsuite.models import LoadedModel, load_model
+
+
+@pytest.fixture(scope="session")
+def alexnet() -> LoadedModel:
+    """AlexNet with the deterministic offline weights, built once for all unit tests (do not mutate it)."""
+    return load_model("alexnet", "random")
+
 
 @pytest.fixture(scope="session")
 def odd_images(tmp_path_factory) -> dict[str, Path]:

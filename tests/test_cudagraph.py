@@ -13,13 +13,7 @@ from perfsuite.comparator import compare
 from perfsuite.environment import tf32_in_effect
 from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.images import fixture_paths, load_batch, tile_batch
-from perfsuite.models import load_model
 from perfsuite.tolerances import tolerance_for
-
-
-@pytest.fixture(scope="module")
-def alexnet():
-    return load_model("alexnet", "random")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,6 @@ from perfsuite.e2e import (
 )
 from perfsuite.errors import BackendUnavailable, InputError, PerfsuiteError
 from perfsuite.images import ImageError, fixture_paths, load_batch
-from perfsuite.models import load_model
-
-
-@pytest.fixture(scope="module")
-def alexnet():
-    return load_model("alexnet", "random")
 
 
 @pytest.fixture(scope="module")

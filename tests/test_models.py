@@ -18,11 +18,6 @@ from perfsuite.models import load_model, pretrained_cache_path, resolve_weights_
 ALEXNET_RANDOM_FINGERPRINT = "415ac74c99842a6ebfcbf44fc3a5579f7792728e7a6f861120c5259e62376c3a"
 
 
-@pytest.fixture(scope="module")
-def random_alexnet():
-    return load_model("alexnet", "random")
-
-
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
     """An empty torch hub cache, so no test sees or writes the user's."""
@@ -31,16 +26,16 @@ def empty_hub(tmp_path, monkeypatch):
     return tmp_path / "torch" / "hub"
 
 
-def test_random_weights_are_deterministic_across_platforms(random_alexnet):
-    assert random_alexnet.fingerprint == ALEXNET_RANDOM_FINGERPRINT
-    assert random_alexnet.weights == "random"
-    assert load_model("alexnet", "random").fingerprint == random_alexnet.fingerprint
+def test_random_weights_are_deterministic_across_platforms(alexnet):
+    assert alexnet.fingerprint == ALEXNET_RANDOM_FINGERPRINT
+    assert alexnet.weights == "random"
+    assert load_model("alexnet", "random").fingerprint == alexnet.fingerprint
 
 
-def test_random_logits_are_in_a_realistic_range(random_alexnet):
+def test_random_logits_are_in_a_realistic_range(alexnet):
     with torch.inference_mode():
-        logits = random_alexnet.module(load_batch(fixture_paths()))
-        half = copy.deepcopy(random_alexnet.module).half()(load_batch(fixture_paths()).half())
+        logits = alexnet.module(load_batch(fixture_paths()))
+        half = copy.deepcopy(alexnet.module).half()(load_batch(fixture_paths()).half())
     # Fan-in scaling keeps logits O(1..10): tiny logits would make every top-1 a near tie,
     # huge ones would overflow fp16 (max 65504).
     assert 1.0 < float(logits.abs().max()) < 1000.0
@@ -62,16 +57,16 @@ def test_unknown_model_is_refused():
         load_model("not_a_model", "random")
 
 
-def test_state_dict_file_round_trip(tmp_path, random_alexnet):
+def test_state_dict_file_round_trip(tmp_path, alexnet):
     path = tmp_path / "alexnet.pt"
-    torch.save(random_alexnet.module.state_dict(), path)
+    torch.save(alexnet.module.state_dict(), path)
     loaded = load_model("alexnet", str(path))
     assert loaded.weights == "file" and loaded.weights_source == str(path)
-    assert loaded.fingerprint == random_alexnet.fingerprint
+    assert loaded.fingerprint == alexnet.fingerprint
 
 
-def test_state_dict_with_wrong_shapes_is_refused(tmp_path, random_alexnet):
-    state = dict(random_alexnet.module.state_dict())
+def test_state_dict_with_wrong_shapes_is_refused(tmp_path, alexnet):
+    state = dict(alexnet.module.state_dict())
     state["classifier.6.weight"] = torch.zeros(10, 4096)
     path = tmp_path / "wrong.pt"
     torch.save(state, path)
@@ -118,12 +113,12 @@ def test_auto_falls_back_to_random_with_a_warning(empty_hub):
     assert model.fingerprint == ALEXNET_RANDOM_FINGERPRINT
 
 
-def test_auto_uses_the_cached_pretrained_file(empty_hub, random_alexnet):
+def test_auto_uses_the_cached_pretrained_file(empty_hub, alexnet):
     # A real state_dict placed where torch's hub cache keeps AlexNet's pretrained weights.
     cache = pretrained_cache_path("alexnet")
     assert cache.parent.parent == empty_hub
     cache.parent.mkdir(parents=True)
-    state = {k: v * 0.5 for k, v in random_alexnet.module.state_dict().items()}
+    state = {k: v * 0.5 for k, v in alexnet.module.state_dict().items()}
     torch.save(state, cache)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning: the cache hit is silent

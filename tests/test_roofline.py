@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from perfsuite.environment import tf32_disabled
-from perfsuite.models import load_model
 from perfsuite.roofline import (
     CACHE_MULTIPLE,
     MAX_CPU_BUFFER_BYTES,
@@ -20,11 +19,6 @@ from perfsuite.roofline import (
     roofline,
     roofline_info,
 )
-
-
-@pytest.fixture(scope="module")
-def alexnet():
-    return load_model("alexnet", "random")
 
 
 def multiply_adds(module: torch.nn.Module) -> int:
