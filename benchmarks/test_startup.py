@@ -32,13 +32,11 @@ def test_model_load(benchmark, suite_options, loaded_model):
     )))
 
 
-def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixture_images):
+def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixture_images, runner_pool):
     """Build and load a fresh runner (untimed), then time its first inference (batch 1)."""
     spec = RunSpec(startup_case.precision, 1, suite_options.device)
     runner_class = get_runner_class(startup_case.backend)
-    reason = runner_class.unavailable_reason(spec)
-    if reason:
-        pytest.skip(reason)
+    runner_pool.get(startup_case)  # skips, with the reason, what cannot run here (a real attempt included)
     image = tile_batch(fixture_images, 1)
     runners = []
 
