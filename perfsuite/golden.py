@@ -29,7 +29,6 @@ import dataclasses
 import datetime
 import difflib
 import hashlib
-import json
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -43,7 +42,7 @@ from perfsuite.comparator import ParityReport, compare
 from perfsuite.errors import InputError
 from perfsuite.images import FIXTURES_DIR, build_transform, fixture_paths, load_image
 from perfsuite.models import LoadedModel
-from perfsuite.results import write_json_atomic
+from perfsuite.results import read_json_file, write_json_atomic
 from perfsuite.tolerances import Tolerance
 
 GOLDEN_DIR = FIXTURES_DIR / "golden"
@@ -295,14 +294,7 @@ def load_golden(path: str | Path) -> Golden:
     """Read and verify a golden file; a :class:`GoldenError` naming the file for anything wrong."""
     path = Path(path)
     where = f"golden {path}"
-    if not path.is_file():
-        raise GoldenError(f"{where}: does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except UnicodeDecodeError as exc:
-        raise GoldenError(f"{where}: not text ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise GoldenError(f"{where}: not valid JSON, truncated or corrupt ({exc})") from exc
+    data = read_json_file(path, where, GoldenError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise GoldenError(f"{where}: not a perfsuite golden file (no \"format\": \"{FORMAT}\")")
     if data.get("format_version") != FORMAT_VERSION:

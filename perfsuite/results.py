@@ -98,6 +98,20 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
+def read_json_file(path: str | Path, where: str, error: type[InputError] = InputError) -> Any:
+    """The parsed JSON of ``path``; ``error`` with ``where`` (a phrase naming the file) when it does not
+    exist, is not text or is not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{where}: does not exist")
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not text ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not valid JSON, truncated or corrupt ({exc})") from exc
+
+
 def load_benchmark_json(path: str | Path) -> dict[str, Any]:
     """Read a pytest-benchmark JSON file; a clear error naming the file for anything else.
 
