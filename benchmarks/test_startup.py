@@ -11,6 +11,7 @@ from perfsuite.errors import BackendUnavailable
 from perfsuite.images import tile_batch
 from perfsuite.models import load_model
 from perfsuite.results import clean_json, make_extra_info
+from perfsuite.telemetry import HostWatch
 from perfsuite.timing import synchronized
 
 STARTUP_ROUNDS = 3
@@ -26,9 +27,11 @@ def test_model_load(benchmark, suite_options, loaded_model):
         return model.module.to(device)
 
     benchmark.group = f"startup {suite_options.model}"
-    benchmark.pedantic(synchronized(load, device), rounds=STARTUP_ROUNDS, iterations=1, warmup_rounds=1)
+    with HostWatch() as host_watch:  # lets the gate leave out runs that shared the CPU
+        benchmark.pedantic(synchronized(load, device), rounds=STARTUP_ROUNDS, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(clean_json(make_extra_info(
         "model_load", **loaded_model.describe(), device=device, tf32=environment.tf32_settings(),
+        host_telemetry=host_watch.as_dict(),
     )))
 
 
@@ -55,13 +58,15 @@ def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixtur
         return runners[-1].infer(prepared)
 
     benchmark.group = f"startup {suite_options.model}"
-    benchmark.pedantic(synchronized(first_inference, spec.device), setup=fresh_runner,
-                       rounds=STARTUP_ROUNDS, iterations=1, warmup_rounds=0)
+    with HostWatch() as host_watch:
+        benchmark.pedantic(synchronized(first_inference, spec.device), setup=fresh_runner,
+                           rounds=STARTUP_ROUNDS, iterations=1, warmup_rounds=0)
     runner = runners[-1]
     benchmark.extra_info.update(clean_json(make_extra_info(
         "cold_start", backend=startup_case.backend, **loaded_model.describe(), precision=spec.precision,
         batch_size=1, device=spec.device, tf32=environment.tf32_settings(),
         build_s=runner.build_seconds, load_s=runner.load_seconds, backend_info=runner.metrics(),
+        host_telemetry=host_watch.as_dict(),
     )))
     runner.release()
 
