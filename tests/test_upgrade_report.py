@@ -178,11 +178,15 @@ def test_golden_check_runs_here_for_new(tmp_path, capsys, golden_check_json):
     assert table_row(parity, "eager | fp32")[2] == f"pass, rel {error:.2g}, top-1 100.0%"
 
 
+OTHER_TORCH = "0.0.0+edited-for-test"
+
+
 def test_golden_json_from_another_environment(tmp_path, capsys, golden_check_json):
-    """A real check's JSON report read with --golden-json; copies edited to say it ran with torch 2.11.0
-    (another environment) and that eager fp32 failed (a copy of its parity, marked failed)."""
+    """A real check's JSON report read with --golden-json; copies edited to say it ran with another torch
+    (a version no machine has, so the difference shows wherever the test runs) and that eager fp32 failed
+    (a copy of its parity, marked failed)."""
     data = json.loads(golden_check_json.read_text())
-    data["machine_info"]["perfsuite"]["torch"] = "2.11.0+cu130"
+    data["machine_info"]["perfsuite"]["torch"] = OTHER_TORCH
     eager = next(r for r in data["results"] if r["backend"] == "eager")
     eager["outcome"] = "failed"
     eager["parity"]["passed"] = False
@@ -197,7 +201,7 @@ def test_golden_json_from_another_environment(tmp_path, capsys, golden_check_jso
         f"FAIL: 1 passed, 1 failed, 0 skipped (the reference counts as one); read from `{edited}`")
     parity = section(page, "3. Parity per backend × precision")
     assert "**The golden check did not run in NEW's environment**" in parity
-    assert table_row(parity, "torch")[1:] == [machine_section("cpu")["torch"], "2.11.0+cu130"]
+    assert table_row(parity, "torch")[1:] == [machine_section("cpu")["torch"], OTHER_TORCH]
     assert table_row(parity, "eager | fp32")[2].startswith("FAIL, rel ")
     assert "- eager fp32, logits: relative error 0.02 exceeds the tolerance 0.0001" in parity
 

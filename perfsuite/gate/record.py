@@ -48,7 +48,8 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
         command = [sys.executable, "-m", "pytest", *arguments, "--benchmark-json", str(partial)]
         print(f"perfsuite: run {index - first_index + 1} of {count}: {' '.join(command[1:])}", flush=True)
         completed = subprocess.run(command, env={**os.environ, **(env or {})}, check=False)
-        if not partial.exists():
+        # Some pytest-benchmark versions open the file even when no benchmark ran: empty is the same case.
+        if not partial.exists() or partial.stat().st_size == 0:
             raise InputError(f"run {index - first_index + 1}: pytest exited {completed.returncode} without writing "
                              f"{partial.name} (every benchmark skipped or a crash; see its output above)")
         load_benchmark_json(partial)
