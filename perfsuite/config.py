@@ -20,6 +20,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from perfsuite.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# Sub-tables of [tool.perfsuite] that other modules read (tolerances, the regression gate, TensorRT builds).
+SUBTABLES = ("tolerances", "gate", "tensorrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +70,15 @@ def load_suite_config(pyproject: Path | None = None) -> SuiteConfig:
     for key, value in section.items():
         if key in known:
             values[key] = tuple(value) if isinstance(value, list) else value
-        else:
+        elif key in SUBTABLES and isinstance(value, dict):
             extra[key] = value
+        else:  # a typo must not silently fall back to a default
+            raise InputError(f"{path} [tool.perfsuite]: unknown key {key!r}; known: "
+                             f"{', '.join(sorted(known))}, and the tables [{'], ['.join(SUBTABLES)}]")
+    if "warmup_rounds" in values and (isinstance(values["warmup_rounds"], bool)
+                                      or not isinstance(values["warmup_rounds"], int) or values["warmup_rounds"] < 0):
+        raise InputError(f"{path} [tool.perfsuite] warmup_rounds: {values['warmup_rounds']!r} is not a whole "
+                         "number >= 0")
     for key in ("batch_sizes_gpu", "batch_sizes_cpu"):
         if key in values:
             values[key] = parse_batch_sizes(values[key], source=f"{path} [tool.perfsuite] {key}")
@@ -77,6 +86,11 @@ def load_suite_config(pyproject: Path | None = None) -> SuiteConfig:
         for precision in values["precisions"]:
             check_precision(precision, source=f"{path} [tool.perfsuite] precisions")
     return SuiteConfig(**values, extra=extra)
+
+
+def split_names(value: str | None) -> list[str]:
+    """'eager, onnxruntime' -> ['eager', 'onnxruntime'] (comma-separated option values; empty items dropped)."""
+    return [item.strip() for item in value.split(",") if item.strip()] if value else []
 
 
 def check_precision(precision: str, source: str = "precision") -> str:

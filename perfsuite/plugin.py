@@ -21,7 +21,7 @@ import torch
 from perfsuite import environment
 from perfsuite.backends import backend_names, get_runner_class
 from perfsuite.backends.base import Runner, RunSpec
-from perfsuite.config import SuiteConfig, check_precision, load_suite_config, parse_batch_sizes
+from perfsuite.config import SuiteConfig, check_precision, load_suite_config, parse_batch_sizes, split_names
 from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.images import TRANSFORMS, fixture_paths, load_batch
 from perfsuite.models import LoadedModel, load_model, resolve_weights_choice
@@ -73,10 +73,10 @@ class SuiteOptions:
         suite = load_suite_config(config.rootpath / "pyproject.toml"
                                   if (config.rootpath / "pyproject.toml").is_file() else None)
         device = environment.resolve_device(config.getoption("--device"))
-        backends = _split(config.getoption("--backends")) or suite.backends
+        backends = split_names(config.getoption("--backends")) or suite.backends
         for name in backends:
             get_runner_class(name)  # raises a clear error for an unknown name
-        precisions = tuple(check_precision(p, "--precisions") for p in _split(config.getoption("--precisions"))) \
+        precisions = tuple(check_precision(p, "--precisions") for p in split_names(config.getoption("--precisions"))) \
             or suite.precisions
         batch_option = config.getoption("--batch-sizes")
         batch_sizes = parse_batch_sizes(batch_option) if batch_option else suite.batch_sizes(device)
@@ -92,10 +92,6 @@ class SuiteOptions:
                                                 parse_tolerance_options(config.getoption("--tolerance"))),
             config=suite,
         )
-
-
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,7 +69,8 @@ class Row:
     @property
     def parity(self) -> dict[str, Any] | None:
         reports = [p for p in self.extra.get("parity", []) if p]
-        return reports[-1] if reports else None
+        failed = [p for p in reports if not p.get("passed", True)]
+        return (failed or reports)[-1] if reports else None  # a failure in any run must show
 
 
 @dataclasses.dataclass

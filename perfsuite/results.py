@@ -169,6 +169,10 @@ def _check_stats(path: Path, bench: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise InputError(f"results file {path}: benchmark {bench['name']}: stats.{key} is {value!r}, "
                              "not a finite non-negative number")
+    for key in ("median", "mean", "min"):  # the gate divides by these and takes their logarithms
+        if key in stats and not (isinstance(stats[key], (int, float)) and stats[key] > 0):
+            raise InputError(f"results file {path}: benchmark {bench['name']}: stats.{key} is {stats[key]!r}, "
+                             "not a positive time")
     if stats["rounds"] < 1:
         raise InputError(f"results file {path}: benchmark {bench['name']}: stats.rounds is {stats['rounds']}")
     data = stats.get("data")

@@ -97,7 +97,7 @@ def bandwidth_buffer_bytes(device: str) -> int:
 
 def _median_call_seconds(fn, device: str, repeats: int) -> float:
     if is_cuda(device):
-        return statistics.median(cuda_event_times(fn, repeats, warmup=2))
+        return statistics.median(cuda_event_times(fn, repeats, warmup=2, device=device))
     fn()  # warm-up: page faults, thread pool start
     return statistics.median(time_once(fn, device)[0] for _ in range(repeats))
 

@@ -61,18 +61,19 @@ def timer_overhead(device: str, samples: int = 200) -> float:
     return statistics.median(readings)
 
 
-def cuda_event_times(fn: Callable[[], Any], iterations: int, warmup: int = 3) -> list[float]:
-    """Per-call seconds of ``fn`` measured between CUDA events on the current stream."""
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
-    torch.cuda.synchronize()
-    for start, end in zip(starts, ends):
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
+def cuda_event_times(fn: Callable[[], Any], iterations: int, warmup: int = 3, device: str = "cuda") -> list[float]:
+    """Per-call seconds of ``fn`` measured between CUDA events on ``device``'s current stream."""
+    with torch.cuda.device(torch.device(device)):  # events and synchronize act on the current device
+        for _ in range(warmup):
+            fn()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
+        torch.cuda.synchronize()
+        for start, end in zip(starts, ends):
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
     return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
 
 
@@ -106,7 +107,7 @@ def benchmark_synchronized(
     return {
         "clock": "host perf_counter around call + device synchronize" if is_cuda(device) else "host perf_counter",
         "synchronized": is_cuda(device),
-        "warmup_rounds": 2 * max(warmup_rounds, 1),
+        "warmup_rounds": max(warmup_rounds, 1) + warmup_rounds,  # planning calls + pedantic's
         "rounds": rounds,
         "timer_overhead_s": timer_overhead(device),
     }

@@ -37,12 +37,13 @@ def test_memory_probe_reports_host_memory():
     assert probe.peak_gpu_bytes is None
 
 
-def test_benchmark_synchronized_stores_warm_samples(benchmark):
+@pytest.mark.parametrize("warmup,expected_warmup", [(2, 4), (0, 1)])
+def test_benchmark_synchronized_stores_warm_samples(benchmark, warmup, expected_warmup):
     calls = []
     info = timing.benchmark_synchronized(
-        benchmark, lambda: calls.append(time.sleep(0.002)), "cpu", warmup_rounds=2, max_time=0.05, min_rounds=3
+        benchmark, lambda: calls.append(time.sleep(0.002)), "cpu", warmup_rounds=warmup, max_time=0.05, min_rounds=3
     )
-    assert info["rounds"] >= 3 and info["warmup_rounds"] == 4
+    assert info["rounds"] >= 3 and info["warmup_rounds"] == expected_warmup
     assert len(calls) == info["warmup_rounds"] + info["rounds"]  # warm-up (planning + pedantic's), timed
     assert benchmark.stats.stats.median >= 0.002
 

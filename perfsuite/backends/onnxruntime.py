@@ -109,6 +109,9 @@ class OnnxRuntimeRunner(Runner):
         element = _NUMPY_DTYPES[self.spec.precision]
         binding.bind_input(INPUT_NAME, "cuda", index, element, tuple(prepared.shape), prepared.data_ptr())
         binding.bind_output(OUTPUT_NAME, "cuda", index, element, tuple(output.shape), output.data_ptr())
+        # ONNX Runtime runs on its own CUDA stream: let torch's queued work (the input's cast or
+        # GPU preprocessing) finish before it reads the input.
+        torch.cuda.current_stream(prepared.device).synchronize()
         self._session.run_with_iobinding(binding)
         return output
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.commands._common import add_model_options
+from perfsuite.config import split_names
 
 
 def register(subparsers) -> None:
@@ -108,15 +109,11 @@ def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
 def run_check(args: argparse.Namespace) -> int:
     from perfsuite.results import write_json_atomic
 
     document = check_against_golden(args.model, args.weights, args.transform, args.golden_dir, args.device,
-                                    _split(args.backends), _split(args.precisions), args.tolerance)
+                                    split_names(args.backends), split_names(args.precisions), args.tolerance)
     if args.json:
         write_json_atomic(args.json, document)
     return 1 if document["counts"]["failed"] else 0

@@ -16,12 +16,18 @@ from perfsuite.images import ImageError, build_transform, load_image
 WARM_RUNS = 10
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="classify images and time each step (synchronized)")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_options(parser)
     add_backend_options(parser)
-    parser.add_argument("--top", type=int, default=5, help="classes to show per image (default: 5)")
+    parser.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default: 5)")
     parser.set_defaults(func=run)
 
 
@@ -63,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         prepared = runner.prepare(transform(image).unsqueeze(0))
         cold, output = time_once(lambda p=prepared: runner.infer(p), device)
-        warm = [time_once(lambda p=prepared: runner.infer(p), device)[0] for _ in range(WARM_RUNS)]
+        # Read the output now: CUDA-graph backends return a static buffer that the next call overwrites.
         probabilities = torch.softmax(runner.to_tensor(output)[0].double(), dim=0)
+        warm = [time_once(lambda p=prepared: runner.infer(p), device)[0] for _ in range(WARM_RUNS)]
         top = probabilities.topk(min(args.top, probabilities.numel()))
         print(f"\n{path} ({image.width}x{image.height}): inference first {cold * 1e3:.2f} ms, "
               f"warm median {statistics.median(warm) * 1e3:.2f} ms of {WARM_RUNS} (synchronized)")

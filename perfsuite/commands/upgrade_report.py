@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from perfsuite.commands._gate import add_settings_options, add_storage_option, settings_from_args
+from perfsuite.config import split_names
 
 
 def register(subparsers) -> None:
@@ -44,10 +45,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
 def _check_here(args: argparse.Namespace, new_runs):
     from perfsuite.commands.golden import check_against_golden
     from perfsuite.errors import InputError
@@ -55,8 +52,8 @@ def _check_here(args: argparse.Namespace, new_runs):
     from perfsuite.upgrade import GoldenParity, golden_check_options
 
     options = golden_check_options(new_runs)
-    options["backends"] = _split(args.golden_backends) or options["backends"]
-    options["precisions"] = _split(args.golden_precisions) or options["precisions"]
+    options["backends"] = split_names(args.golden_backends) or options["backends"]
+    options["precisions"] = split_names(args.golden_precisions) or options["precisions"]
     print(f"perfsuite upgrade-report: checking {', '.join(options['backends'])} x "
           f"{', '.join(options['precisions'])} on {options['device']} against the golden", file=sys.stderr)
     try:

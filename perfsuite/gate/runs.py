@@ -41,6 +41,9 @@ class BenchmarkRecord:
 
     def statistic(self, name: str) -> float:
         """The per-run value the gate compares: the median (default), mean or min of the rounds."""
+        if name not in self.stats:
+            raise InputError(f"benchmark {self.key}: its stats have no {name!r} (saved by another tool?); "
+                             "choose another --statistic")
         return float(self.stats[name])
 
     @property

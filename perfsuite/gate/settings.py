@@ -73,21 +73,31 @@ class GateSettings:
 def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any] | None = None) -> GateSettings:
     """Defaults, then ``[tool.perfsuite.gate]``, then ``overrides`` (options given on the command line)."""
     section = dict((config.extra.get("gate") if config else None) or {})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}  # options actually on the command line
     values: dict[str, Any] = {}
-    for key, value in {**section, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
-        source = f"[tool.perfsuite.gate] {key}" if key in section and key not in (overrides or {}) else f"--{key}"
+    for key, value in {**section, **given}.items():
+        source = f"--{key.replace('_', '-')}" if key in given else f"[tool.perfsuite.gate] {key}"
         if key in ("threshold", "alpha", "single_run_threshold", "memory_threshold", "cv_threshold",
                    "host_contention"):
             values[key] = parse_fraction(value, source)
         elif key == "memory_floor_mib":
-            values["memory_floor_bytes"] = int(float(value) * MIB)
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise InputError(f"{source}: {value!r} is not a number of MiB")
+            try:
+                values["memory_floor_bytes"] = int(float(value) * MIB)
+            except ValueError as exc:
+                raise InputError(f"{source}: {value!r} is not a number of MiB") from exc
         elif key == "require_backends":
+            if not isinstance(value, (str, list, tuple)):
+                raise InputError(f"{source}: {value!r} is not a list of backend names")
             items = value.split(",") if isinstance(value, str) else list(value)
             values[key] = tuple(str(item).strip() for item in items if str(item).strip())
         elif key in ("statistic", "baseline_dir"):
             values[key] = str(value)
         elif key == "fail_on_inconclusive":
-            values[key] = bool(value)
+            if not isinstance(value, bool):  # bool("false") is True: accept only a real boolean
+                raise InputError(f"{source}: {value!r} is not true or false")
+            values[key] = value
         else:
             known = "threshold, alpha, single_run_threshold, memory_threshold, memory_floor_mib, cv_threshold, " \
                     "host_contention, statistic, baseline_dir, require_backends, fail_on_inconclusive"

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from functools import lru_cache
@@ -410,7 +411,8 @@ def _backend_failures(new_runs: Sequence[SavedRun], required: Sequence[str]) -> 
         for run in new_runs:
             if any(record.backend == backend for record in run.benchmarks.values()):
                 continue
-            skips = [f"{entry.get('reason')}" for nodeid, entry in run.outcomes.items() if f"[{backend}-" in nodeid]
+            skips = [f"{entry.get('reason')}" for nodeid, entry in run.outcomes.items()
+                     if re.search(rf"\[{re.escape(backend)}-(fp32|fp16|bf16|int8)-", nodeid)]
             why = f": {skips[0]}" if skips else ""
             failures.append(f"required backend {backend} has no results in {run.path}{why}")
     return failures
