@@ -9,7 +9,6 @@ the end); ``stages_s`` holds per-stage medians from separately synchronized runs
 from __future__ import annotations
 
 import pytest
-import torch
 
 from perfsuite import environment
 from perfsuite.backends.base import RunSpec
@@ -22,25 +21,13 @@ from perfsuite.e2e import (
     pipeline_parity,
 )
 from perfsuite.fresh_process import weights_argument
-from perfsuite.results import clean_json, make_extra_info
+from perfsuite.results import clean_json, make_extra_info, run_fields
 from perfsuite.telemetry import HostWatch
 from perfsuite.timing import benchmark_synchronized
 
 STAGE_RUNS = 10
 #: the PIL pipeline takes ~30 ms per image; a few warm-up calls suffice for every pipeline
 E2E_WARMUP_ROUNDS = 3
-
-
-def run_fields(loaded_model, suite_options, spec: RunSpec) -> dict:
-    return {
-        **loaded_model.describe(),
-        "precision": spec.precision,
-        "batch_size": spec.batch_size,
-        "device": spec.device,
-        "tf32": environment.tf32_settings(),
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "transform": suite_options.transform,
-    }
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -69,7 +56,7 @@ def test_e2e(benchmark, case, pipeline, runner_pool, loaded_model, suite_options
         "e2e",
         backend=case.backend,
         pipeline=pipeline,
-        **run_fields(loaded_model, suite_options, spec),
+        **run_fields(loaded_model, spec, suite_options.transform),
         images=image_facts(paths),
         host_telemetry=host_watch.as_dict(),
         stages_s=stages,
@@ -110,6 +97,6 @@ def test_e2e_cold_start(benchmark, startup_case, pipeline, loaded_model, suite_o
     cold = results[-1]
     benchmark.extra_info.update(clean_json(make_extra_info(
         "e2e_cold_start", backend=startup_case.backend, pipeline=pipeline, host_telemetry=host_watch.as_dict(),
-        **run_fields(loaded_model, suite_options, spec), images=image_facts(paths), **cold,
+        **run_fields(loaded_model, spec, suite_options.transform), images=image_facts(paths), **cold,
     )))
     assert cold["time_to_first_label_s"] > cold["runner_ready_s"] > 0

@@ -7,29 +7,14 @@ from __future__ import annotations
 
 import warnings
 
-from perfsuite import environment, telemetry
+from perfsuite import telemetry
 from perfsuite.comparator import compare
 from perfsuite.gate.settings import settings_from_config
 from perfsuite.gate.stability import UnstableMeasurement, stability_info
 from perfsuite.images import FIXTURE_IMAGES, tile_batch
-from perfsuite.results import clean_json, make_extra_info
+from perfsuite.results import clean_json, make_extra_info, run_fields
 from perfsuite.roofline import roofline_info
 from perfsuite.timing import MemoryProbe, benchmark_synchronized
-from perfsuite.tolerances import numeric_mode
-
-
-def common_info(loaded_model, suite_options, spec) -> dict:
-    tf32 = environment.tf32_in_effect(spec.device)
-    return {
-        **loaded_model.describe(),
-        "precision": spec.precision,
-        "batch_size": spec.batch_size,
-        "device": spec.device,
-        "numeric_mode": numeric_mode(spec.precision, tf32),
-        "tf32": environment.tf32_settings(),
-        "cudnn_benchmark": bool(environment.torch.backends.cudnn.benchmark),
-        "transform": suite_options.transform,
-    }
 
 
 def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs, loaded_model,
@@ -60,7 +45,7 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
     benchmark.extra_info.update(clean_json(make_extra_info(
         "latency",
         backend=case.backend,
-        **common_info(loaded_model, suite_options, spec),
+        **run_fields(loaded_model, spec, suite_options.transform),
         build_s=runner.build_seconds,
         load_s=runner.load_seconds,
         cold_start_s=pooled.cold_start_s,

@@ -32,7 +32,6 @@ cuBLAS handles, kernel loading).
 from __future__ import annotations
 
 import dataclasses
-import io
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from perfsuite.backends.base import Runner
 from perfsuite.comparator import ParityReport, compare
@@ -53,9 +52,10 @@ from perfsuite.images import (
     IMAGENET_STD,
     TRANSFORMS,
     ImageError,
-    _to_rgb,
     build_transform,
+    decode_with_pil,
     fixture_paths,
+    read_image_file,
 )
 from perfsuite.tolerances import Tolerance
 
@@ -106,38 +106,6 @@ class PipelineRun:
     @property
     def total_seconds(self) -> float:
         return sum(v for v in self.stage_seconds.values() if v is not None)
-
-
-def read_image_file(path: str | Path) -> bytearray:
-    """The file's bytes, with a clear :class:`ImageError` for a missing, empty or non-file path."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"image {path}: file does not exist")
-    if path.is_dir():
-        raise ImageError(f"image {path}: is a directory, not an image file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ImageError(f"image {path}: file is empty (0 bytes)")
-    data = bytearray(size)
-    with open(path, "rb") as handle:
-        handle.readinto(data)
-    return data
-
-
-def decode_with_pil(data: bytearray, path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
-    """Bytes -> RGB ``Image`` (optionally DCT-scaled toward ``draft``), errors naming the file."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            if draft is not None:
-                opened.draft("RGB", draft)
-            opened.load()
-            return _to_rgb(opened)
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"image {path}: not an image format PIL can read") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image {path}: refused as a decompression bomb ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"image {path}: truncated or corrupt ({exc})") from exc
 
 
 def build_tensor_transform(kind: str = "report") -> Callable[[torch.Tensor], torch.Tensor]:

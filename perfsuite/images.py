@@ -7,6 +7,7 @@ standard evaluation transform (``Resize(256)``, ``CenterCrop(224)``, then the sa
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,25 +56,41 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open, fully decode and convert to RGB; a clear :class:`ImageError` for anything unusable."""
+def read_image_file(path: str | Path) -> bytearray:
+    """The file's bytes, with a clear :class:`ImageError` for a missing, empty or non-file path."""
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image {path}: file does not exist")
     if path.is_dir():
         raise ImageError(f"image {path}: is a directory, not an image file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise ImageError(f"image {path}: file is empty (0 bytes)")
+    data = bytearray(size)
+    with open(path, "rb") as handle:
+        handle.readinto(data)
+    return data
+
+
+def decode_with_pil(data: bytes | bytearray, path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Bytes -> RGB ``Image`` (optionally DCT-scaled toward ``draft``), errors naming the file."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(io.BytesIO(data)) as opened:
+            if draft is not None:
+                opened.draft("RGB", draft)
             opened.load()  # decode now: truncation shows up here, not later in a transform
             return _to_rgb(opened)
     except UnidentifiedImageError as exc:
         raise ImageError(f"image {path}: not an image format PIL can read") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"image {path}: truncated or corrupt ({exc})") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image {path}: refused as a decompression bomb ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"image {path}: truncated or corrupt ({exc})") from exc
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read, fully decode and convert to RGB; a clear :class:`ImageError` for anything unusable."""
+    return decode_with_pil(read_image_file(path), path)
 
 
 def build_transform(kind: str = "report"):

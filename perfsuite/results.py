@@ -60,6 +60,26 @@ def make_extra_info(kind: str, **fields: Any) -> dict[str, Any]:
     return info
 
 
+def run_fields(model: Any, spec: Any, transform: str) -> dict[str, Any]:
+    """The fields every benchmark row of one runner carries: model and weights, precision, batch size,
+    device, numeric mode, TF32 and cuDNN settings, preprocessing (``model`` a LoadedModel, ``spec`` a RunSpec)."""
+    import torch
+
+    from perfsuite import environment
+    from perfsuite.tolerances import numeric_mode
+
+    return {
+        **model.describe(),
+        "precision": spec.precision,
+        "batch_size": spec.batch_size,
+        "device": spec.device,
+        "numeric_mode": numeric_mode(spec.precision, environment.tf32_in_effect(spec.device)),
+        "tf32": environment.tf32_settings(),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "transform": transform,
+    }
+
+
 def clean_json(value: Any) -> Any:
     """Replace NaN/Inf (not valid JSON for many readers) with None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):

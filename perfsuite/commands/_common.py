@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 from perfsuite.backends import backend_names
 from perfsuite.config import PRECISIONS, load_suite_config
@@ -23,3 +25,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="eager", choices=backend_names(), help="default: eager")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default: fp32")
+
+
+def load_model_reporting_warnings(model_name: str, weights: str | None):
+    """``load_model`` with ``--weights``/``$PERFSUITE_WEIGHTS``; its warnings (e.g. the fallback to random
+    weights) go to stderr as one line each."""
+    from perfsuite.models import load_model, resolve_weights_choice
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(model_name, resolve_weights_choice(weights))
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return model

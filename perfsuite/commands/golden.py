@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from perfsuite.commands._common import add_model_options
+from perfsuite.commands._common import add_model_options, load_model_reporting_warnings
 from perfsuite.config import split_names
 
 
@@ -51,17 +50,6 @@ def _add_golden_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--golden-dir", type=Path, default=GOLDEN_DIR, help=f"default: {GOLDEN_DIR}")
 
 
-def _load_model(model_name: str, weights: str | None):
-    from perfsuite.models import load_model, resolve_weights_choice
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = load_model(model_name, resolve_weights_choice(weights))
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    return model
-
-
 def run_record(args: argparse.Namespace) -> int:
     from perfsuite.errors import InputError
     from perfsuite.golden import (
@@ -79,7 +67,7 @@ def run_record(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu"):
         raise InputError(f"--device {args.device}: goldens are recorded on the CPU by definition (eager fp32 "
                          "there has no TF32); check other devices with 'perfsuite golden check'")
-    model = _load_model(args.model, args.weights)
+    model = load_model_reporting_warnings(args.model, args.weights)
     new = record_golden(model, golden_inputs(args.transform))
     path = golden_path(model.name, model.fingerprint, args.transform, args.golden_dir)
     print(f"recorded now: {new.describe()}")
@@ -143,7 +131,7 @@ def check_against_golden(model_name: str, weights: str | None, transform: str, g
     precisions = [check_precision(p, "--precisions") for p in precisions] or list(PRECISIONS)
     overrides = merge_overrides(load_suite_config().extra.get("tolerances"), parse_tolerance_options(tolerance_options))
 
-    model = _load_model(model_name, weights)
+    model = load_model_reporting_warnings(model_name, weights)
     golden = find_golden(model, transform, golden_dir)
     reference, inputs = check_reference(model, golden, tolerance_for("fp32", overrides=overrides))
     log(reference.report())

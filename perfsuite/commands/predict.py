@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import warnings
 
 import torch
 
-from perfsuite.commands._common import add_backend_options, add_model_options
+from perfsuite.commands._common import add_backend_options, add_model_options, load_model_reporting_warnings
 from perfsuite.errors import BackendUnavailable
 from perfsuite.images import ImageError, build_transform, load_image
 
@@ -34,15 +33,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from perfsuite.backends import RunSpec, get_runner_class
     from perfsuite.environment import resolve_device
-    from perfsuite.models import load_model, resolve_weights_choice
     from perfsuite.timing import time_once
 
     device = resolve_device(args.device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = load_model(args.model, resolve_weights_choice(args.weights))
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    model = load_model_reporting_warnings(args.model, args.weights)
     spec = RunSpec(args.precision, 1, device)
     runner = get_runner_class(args.backend)(model, spec)
     try:
