@@ -1,12 +1,16 @@
 """End to end: image file -> class label, per pipeline x backend x precision x batch size.
 
-Batch 1 classifies ``fixtures/dog.jpg`` (1546x1213, the report's image); larger batches alternate
-dog.jpg and cat.jpg. The benchmark times the whole pipeline as deployed (one synchronization, at
-the end); ``stages_s`` holds per-stage medians from separately synchronized runs, and
+An opt-in tier: ``pytest benchmarks -m e2e``. It follows the report's scenario: batch 1 classifies
+``fixtures/dog.jpg`` (1546x1213, the report's image); the suite's batch sizes up to 8 alternate
+dog.jpg and cat.jpg (a PIL decode takes ~30 ms, so larger batches would time decoding alone). The
+benchmark times the whole pipeline as deployed (one synchronization, at the end); ``stages_s`` holds
+per-stage medians from separately synchronized runs, and
 ``test_e2e_cold_start`` the one-time costs of a fresh process. See ``perfsuite.e2e``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -21,17 +25,20 @@ from perfsuite.e2e import (
     pipeline_parity,
 )
 from perfsuite.fresh_process import weights_argument
+from perfsuite.measure import measure, measure_one_shot
 from perfsuite.results import clean_json, make_extra_info, run_fields
-from perfsuite.telemetry import HostWatch
-from perfsuite.timing import benchmark_synchronized
 
 STAGE_RUNS = 10
 #: the PIL pipeline takes ~30 ms per image; a few warm-up calls suffice for every pipeline
 E2E_WARMUP_ROUNDS = 3
 
 
+pytestmark = pytest.mark.e2e
+
+
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_e2e(benchmark, case, pipeline, runner_pool, loaded_model, suite_options, benchmark_settings):
+def test_e2e(benchmark, e2e_case, pipeline, runner_pool, loaded_model, suite_options, measure_settings):
+    case = e2e_case
     pooled = runner_pool.get(case)
     runner, spec = pooled.runner, pooled.runner.spec
     paths = e2e_paths(spec.batch_size)
@@ -45,20 +52,18 @@ def test_e2e(benchmark, case, pipeline, runner_pool, loaded_model, suite_options
     stages = flow.stage_medians(paths, runs=STAGE_RUNS if environment.is_cuda(spec.device) else 3)
 
     benchmark.group = f"e2e {loaded_model.name} {spec.precision} batch {spec.batch_size}"
-    with HostWatch() as host_watch:  # lets the gate leave out runs that shared the CPU
-        timing = benchmark_synchronized(
-            benchmark, lambda: flow.run(paths), spec.device,
-            warmup_rounds=min(benchmark_settings["warmup_rounds"], E2E_WARMUP_ROUNDS),
-            max_time=benchmark_settings["max_time"], min_rounds=benchmark_settings["min_rounds"],
-        )
-    median = benchmark.stats.stats.median if benchmark.stats else None
+    settings = dataclasses.replace(measure_settings, warmup_rounds=min(measure_settings.warmup_rounds,
+                                                                       E2E_WARMUP_ROUNDS))
+    # One call per round: the pipeline ends by copying the top-5 to the host, as a deployment does.
+    measured = measure(lambda: flow.run(paths), spec.device, settings, benchmark, max_calls_per_round=1)
+    median = measured.median_s
     benchmark.extra_info.update(clean_json(make_extra_info(
         "e2e",
         backend=case.backend,
         pipeline=pipeline,
         **run_fields(loaded_model, spec, suite_options.transform),
         images=image_facts(paths),
-        host_telemetry=host_watch.as_dict(),
+        **measured.row_fields(),
         stages_s=stages,
         stage_sum_s=sum(v for v in stages.values() if v is not None),
         images_per_s=spec.batch_size / median if median else None,
@@ -66,7 +71,6 @@ def test_e2e(benchmark, case, pipeline, runner_pool, loaded_model, suite_options
         top=[[list(entry) for entry in p.top] for p in ours.predictions],
         build_s=runner.build_seconds,
         load_s=runner.load_seconds,
-        timing=timing,
         parity=parity.as_dict() if parity else None,
         backend_info=runner.metrics(),
     )))
@@ -92,11 +96,10 @@ def test_e2e_cold_start(benchmark, startup_case, pipeline, loaded_model, suite_o
             spec.device, paths, suite_options.transform))
 
     benchmark.group = f"e2e cold start {loaded_model.name}"
-    with HostWatch() as host_watch:
-        benchmark.pedantic(fresh_process, rounds=1, iterations=1)
+    measured = measure_one_shot(fresh_process, spec.device, benchmark, rounds=1, host_probe=False)
     cold = results[-1]
     benchmark.extra_info.update(clean_json(make_extra_info(
-        "e2e_cold_start", backend=startup_case.backend, pipeline=pipeline, host_telemetry=host_watch.as_dict(),
+        "e2e_cold_start", backend=startup_case.backend, pipeline=pipeline, **measured.row_fields(),
         **run_fields(loaded_model, spec, suite_options.transform), images=image_facts(paths), **cold,
     )))
     assert cold["time_to_first_label_s"] > cold["runner_ready_s"] > 0

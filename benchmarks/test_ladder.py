@@ -22,6 +22,8 @@ from perfsuite.results import clean_json, make_extra_info
 from perfsuite.roofline import bandwidth_buffer_bytes, machine_rates, model_cost
 from perfsuite.timing import synchronized
 
+pytestmark = pytest.mark.ladder
+
 
 def test_roofline_rates(benchmark, suite_options, loaded_model):
     """Memory bandwidth (timed here: one copy of a buffer >= 4x the last-level cache) and the

@@ -9,15 +9,14 @@ from perfsuite.backends import get_runner_class
 from perfsuite.backends.base import RunSpec
 from perfsuite.errors import BackendUnavailable
 from perfsuite.images import tile_batch
+from perfsuite.measure import measure_one_shot
 from perfsuite.models import load_model
-from perfsuite.results import clean_json, make_extra_info
-from perfsuite.telemetry import HostWatch
-from perfsuite.timing import synchronized
+from perfsuite.results import clean_json, make_extra_info, run_fields
 
 STARTUP_ROUNDS = 3
 
 
-def test_model_load(benchmark, suite_options, loaded_model):
+def test_model_load(benchmark, suite_options, loaded_model, measure_settings):
     """torchvision model construction + weights + move to the device, synchronized."""
     device = suite_options.device
 
@@ -27,15 +26,16 @@ def test_model_load(benchmark, suite_options, loaded_model):
         return model.module.to(device)
 
     benchmark.group = f"startup {suite_options.model}"
-    with HostWatch() as host_watch:  # lets the gate leave out runs that shared the CPU
-        benchmark.pedantic(synchronized(load, device), rounds=STARTUP_ROUNDS, iterations=1, warmup_rounds=1)
+    measured = measure_one_shot(load, device, benchmark, STARTUP_ROUNDS, warmup_rounds=1,
+                                host_probe=measure_settings.host_probe)
     benchmark.extra_info.update(clean_json(make_extra_info(
         "model_load", **loaded_model.describe(), device=device, tf32=environment.tf32_settings(),
-        host_telemetry=host_watch.as_dict(),
+        **measured.row_fields(),
     )))
 
 
-def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixture_images, runner_pool):
+def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixture_images, runner_pool,
+                    measure_settings):
     """Build and load a fresh runner (untimed), then time its first inference (batch 1)."""
     spec = RunSpec(startup_case.precision, 1, suite_options.device)
     runner_class = get_runner_class(startup_case.backend)
@@ -54,19 +54,13 @@ def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixtur
         runners.append(runner)
         return (runner.prepare(image),), {}
 
-    def first_inference(prepared):
-        return runners[-1].infer(prepared)
-
     benchmark.group = f"startup {suite_options.model}"
-    with HostWatch() as host_watch:
-        benchmark.pedantic(synchronized(first_inference, spec.device), setup=fresh_runner,
-                           rounds=STARTUP_ROUNDS, iterations=1, warmup_rounds=0)
+    measured = measure_one_shot(lambda prepared: runners[-1].infer(prepared), spec.device, benchmark,
+                                STARTUP_ROUNDS, setup=fresh_runner, host_probe=measure_settings.host_probe)
     runner = runners[-1]
     benchmark.extra_info.update(clean_json(make_extra_info(
-        "cold_start", backend=startup_case.backend, **loaded_model.describe(), precision=spec.precision,
-        batch_size=1, device=spec.device, tf32=environment.tf32_settings(),
+        "cold_start", backend=startup_case.backend, **run_fields(loaded_model, spec, suite_options.transform),
         build_s=runner.build_seconds, load_s=runner.load_seconds, backend_info=runner.metrics(),
-        host_telemetry=host_watch.as_dict(),
+        **measured.row_fields(),
     )))
     runner.release()
-

@@ -11,9 +11,11 @@ cannot run here.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import os
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -24,11 +26,20 @@ from perfsuite.backends.base import Runner, RunSpec
 from perfsuite.config import SuiteConfig, check_precision, load_suite_config, parse_batch_sizes, split_names
 from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.images import TRANSFORMS, fixture_paths, load_batch
+from perfsuite.measure import MeasureSettings, RunnerFootprint
 from perfsuite.models import LoadedModel, load_model, resolve_weights_choice
-from perfsuite.timing import MemoryProbe, time_once
+from perfsuite.timing import time_once
 from perfsuite.tolerances import Tolerance, merge_overrides, parse_tolerance_options, tolerance_for
 
 PARITY_BATCH = "parity"  # batch-size marker: the fixture images themselves (dog and cat)
+#: opt-in tiers: deselected unless ``-m`` names them (the default run is the regression gate's tier)
+OPT_IN_MARKERS = {
+    "e2e": "end-to-end pipelines, image file to label (pytest benchmarks -m e2e)",
+    "ladder": "optimization ladder: roofline rates, torch.compile compile times (pytest benchmarks -m ladder)",
+    "slow": "slow tests: torch.compile rows of the parity matrix and compile drills (pytest tests -m slow)",
+}
+#: the largest batch the end-to-end tier decodes from files per round (the report's scenario is batch 1)
+E2E_MAX_BATCH = 8
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,6 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "[tool.perfsuite.tolerances])")
     group.addoption("--cudnn-benchmark", action="store_true",
                     help="set torch.backends.cudnn.benchmark (recorded in every row)")
+    group.addoption("--cpu-affinity", default=None, metavar="CPUS",
+                    help="pin the benchmark process to these CPUs, e.g. 2,3 (recorded in every row)")
+    group.addoption("--roofline", action="store_true",
+                    help="add roofline context (% of the measured bandwidth/compute floor) to latency rows")
+    group.addoption("--no-host-probe", action="store_true",
+                    help="do not interleave the host-speed probe with the timed rounds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +80,7 @@ class SuiteOptions:
     transform: str
     tolerance_overrides: dict[str, dict[str, float]]
     config: SuiteConfig
+    roofline: bool = False  # roofline context in latency rows (measures the machine's rates once)
 
     def tolerance(self, precision: str) -> Tolerance:
         """The parity tolerance of ``precision`` on this session's device (fp32 under TF32 is judged as tf32)."""
@@ -91,12 +109,12 @@ class SuiteOptions:
             tolerance_overrides=merge_overrides(suite.extra.get("tolerances"),
                                                 parse_tolerance_options(config.getoption("--tolerance"))),
             config=suite,
+            roofline=bool(config.getoption("--roofline")),
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One parametrized combination."""
+class Case(NamedTuple):
+    """One parametrized combination (a tuple, so pytest-benchmark can store it as a param)."""
 
     backend: str
     precision: str
@@ -110,14 +128,31 @@ class Case:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
+    for name, text in OPT_IN_MARKERS.items():  # also for runs outside this project's pyproject.toml
+        config.addinivalue_line("markers", f"{name}: {text}; deselected unless -m selects it")
+    if "s" not in (config.option.reportchars or "") and "a" not in (config.option.reportchars or ""):
+        config.option.reportchars = (config.option.reportchars or "") + "s"  # skip reasons, without -rs
     if config.getoption("--cudnn-benchmark"):
         torch.backends.cudnn.benchmark = True
     try:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
+        _apply_cpu_affinity(config.getoption("--cpu-affinity"))
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config._perfsuite_outcomes = OutcomeLog()
     config.pluginmanager.register(config._perfsuite_outcomes, "perfsuite-outcomes")
+
+
+def _apply_cpu_affinity(value: str | None) -> None:
+    if not value:
+        return
+    try:
+        cpus = {int(item) for item in split_names(value)}
+        os.sched_setaffinity(0, cpus)
+    except (ValueError, OSError) as exc:
+        allowed = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        raise InputError(f"--cpu-affinity {value}: cannot pin to these CPUs ({exc}); this process may use {allowed}") \
+            from None
 
 
 def _options(config: pytest.Config) -> SuiteOptions:
@@ -137,15 +172,59 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "startup_case" in metafunc.fixturenames:  # cold start: batch 1
         cases = [Case(b, p, 1) for b in options.backends for p in options.precisions]
         metafunc.parametrize("startup_case", cases, ids=[c.id for c in cases])
+    if "e2e_case" in metafunc.fixturenames:  # the report's scenario: files to labels at small batches
+        sizes = [n for n in options.batch_sizes if n <= E2E_MAX_BATCH] or [1]
+        cases = [Case(b, p, n) for b in options.backends for p in options.precisions for n in sizes]
+        metafunc.parametrize("e2e_case", cases, ids=[c.id for c in cases])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.option.markexpr:  # an explicit -m decides for itself
+        opt_in = [item for item in items if any(item.get_closest_marker(name) for name in OPT_IN_MARKERS)]
+        if opt_in:
+            config.hook.pytest_deselected(items=opt_in)
+            items[:] = [item for item in items if item not in set(opt_in)]
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason=f"needs a CUDA GPU; torch {torch.__version__} sees none on this machine")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The plan, before anything runs: how many benchmarks, which will skip and why, how long timing takes."""
+    from perfsuite.backends.base import RunSpec
+
+    config = session.config
+    benchmarks = [item for item in session.items if "benchmark" in getattr(item, "fixturenames", ())]
+    if not benchmarks or config.option.collectonly:
+        return
+    options = _options(config)
+    skips: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    for item in benchmarks:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case = next((v for k, v in params.items() if isinstance(v, Case)), None)
+        reason = None
+        if case is not None:
+            batch = 2 if case.batch_size == PARITY_BATCH else case.batch_size
+            reason = get_runner_class(case.backend).unavailable_reason(RunSpec(case.precision, batch, options.device))
+        if reason:
+            skips[reason] = skips.get(reason, 0) + 1
+        else:
+            kind = item.originalname.removeprefix("test_") if hasattr(item, "originalname") else item.name
+            kinds[kind] = kinds.get(kind, 0) + 1
+    max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
+    runs = sum(kinds.values())
+    lines = [f"perfsuite plan: {runs} benchmark(s) to run ({', '.join(f'{k} {n}' for k, n in kinds.items())}), "
+             f"{sum(skips.values())} to skip; timed rounds alone take about {runs * max_time:.0f} s "
+             f"({max_time:g} s each, --benchmark-max-time), plus model loads, conversions and warm-up"]
+    lines += [f"perfsuite plan: skip {count}: {reason}" for reason, count in skips.items()]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in lines:
+            reporter.write_line(line)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -156,6 +235,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"backends={','.join(options.backends)} precisions={','.join(options.precisions)} "
         f"batch_sizes={','.join(map(str, options.batch_sizes))}",
         f"perfsuite: torch {torch.__version__}, TF32 conv={tf32['cudnn_conv']} matmul={tf32['cuda_matmul']}",
+        "perfsuite: opt-in tiers (deselected unless -m names them): " + "; ".join(OPT_IN_MARKERS.values()),
     ]
 
 
@@ -189,8 +269,16 @@ class OutcomeLog:
 @pytest.hookimpl(optionalhook=True)  # only called when pytest-benchmark is active
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
     """Skipped and failed tests into every saved run (schema in ``perfsuite.results``)."""
+    import statistics
+
     log = getattr(config, "_perfsuite_outcomes", None)
-    output_json["perfsuite"] = {"schema_version": 1, "outcomes": list(log.outcomes) if log else []}
+    probes = [row["extra_info"]["host_probe"]["median_s"] for row in output_json.get("benchmarks", [])
+              if isinstance((row.get("extra_info") or {}).get("host_probe"), dict)]
+    output_json["perfsuite"] = {
+        "schema_version": 1, "outcomes": list(log.outcomes) if log else [],
+        # the host's speed during this run: the median of its rows' interleaved probes (see perfsuite.measure)
+        "host_probe": {"median_s": statistics.median(probes), "rows": len(probes)} if probes else None,
+    }
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -236,17 +324,18 @@ def reference_outputs(loaded_model: LoadedModel, fixture_images: torch.Tensor, s
 @dataclasses.dataclass
 class PooledRunner:
     runner: Runner
-    cold_start_s: float
-    memory: MemoryProbe
+    cold_start_s: float  # the first inference after load, synchronized
+    footprint: RunnerFootprint  # memory the runner holds (see perfsuite.measure)
 
 
 class RunnerPool:
     """Builds each (backend, precision, batch) runner once; keeps one alive at a time.
 
-    Keeping only the latest bounds GPU memory and makes the peak-memory figure of a runner its own
-    (tests are ordered so that each combination's uses are adjacent). Static unavailability and
-    a failed real attempt (:class:`BackendUnavailable`) become a skip with the reason, remembered
-    so that later tests of the same combination skip at once; any other error fails the test.
+    Keeping only the latest bounds GPU memory, and each runner's memory figures are read around its
+    own build, load and first call (tests are ordered so that a combination's uses are adjacent).
+    Static unavailability and a failed real attempt that the environment explains
+    (:class:`BackendUnavailable`) become a skip with the reason, remembered so that later tests of
+    the same combination skip at once; any other error fails the test.
     """
 
     def __init__(self, model: LoadedModel, options: SuiteOptions, images: torch.Tensor) -> None:
@@ -271,17 +360,20 @@ class RunnerPool:
         if reason:
             self._unavailable[key] = reason
             pytest.skip(reason)
+        for module in runner_class.requires:  # a library's one-time load is not this runner's memory
+            importlib.import_module(module)
         runner = runner_class(self.model, spec)
+        footprint = RunnerFootprint(spec.device)
         try:
-            with MemoryProbe(spec.device) as memory:
-                runner.load()
-                example = runner.prepare(self.images[:1].expand(spec.batch_size, -1, -1, -1).contiguous())
-                cold_start_s, _ = time_once(lambda: runner.infer(example), spec.device)
+            runner.load()
+            example = runner.prepare(self.images[:1].expand(spec.batch_size, -1, -1, -1).contiguous())
+            cold_start_s, _ = time_once(lambda: runner.infer(example), spec.device)
         except BackendUnavailable as exc:
             runner.release()
             self._unavailable[key] = str(exc)
             pytest.skip(str(exc))
-        pooled = PooledRunner(runner, cold_start_s, memory)
+        footprint.loaded()
+        pooled = PooledRunner(runner, cold_start_s, footprint)
         self._current = (key, pooled)
         return pooled
 
@@ -300,12 +392,13 @@ def runner_pool(loaded_model: LoadedModel, suite_options: SuiteOptions,
 
 
 @pytest.fixture(scope="session")
-def benchmark_settings(request: pytest.FixtureRequest, suite_options: SuiteOptions) -> dict[str, Any]:
-    """Warm-up and duration for pedantic benchmarks, from pytest-benchmark's own options."""
+def measure_settings(request: pytest.FixtureRequest, suite_options: SuiteOptions) -> MeasureSettings:
+    """Warm-up and duration for :func:`perfsuite.measure.measure`, from pytest-benchmark's own options."""
     config = request.config
-    return {
-        "warmup_rounds": suite_options.config.warmup_rounds,
-        "max_time": float(config.getoption("benchmark_max_time", 1.0) or 1.0),
-        "min_rounds": int(config.getoption("benchmark_min_rounds", 5) or 5),
-        "disabled": bool(config.getoption("benchmark_disable", False)),
-    }
+    return MeasureSettings(
+        warmup_rounds=suite_options.config.warmup_rounds,
+        max_time=float(config.getoption("benchmark_max_time", 1.0) or 1.0),
+        min_rounds=int(config.getoption("benchmark_min_rounds", 5) or 5),
+        host_probe=not config.getoption("--no-host-probe"),
+        gc_disabled=bool(config.getoption("benchmark_disable_gc", False)),
+    )

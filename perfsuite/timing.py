@@ -7,16 +7,13 @@ recorded time is the wall time from submit to results ready. Warm-up always come
 that lazy initialization (cuDNN algorithm choice, kernel loading, allocator growth) stays out
 of the numbers; it is measured separately as cold start.
 
-What pytest-benchmark stores in ``stats`` comes from :func:`benchmark_synchronized`: its target
-synchronizes, so every stored sample is a synchronized time. The cost of that synchronize and
-of reading the clock is measured by :func:`timer_overhead` and recorded with each result.
+These are the primitives; ``perfsuite.measure`` composes them into the one way every benchmark,
+``predict`` and the end-to-end pipeline time a call (warm-up, calls per round, host probe).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -82,68 +79,3 @@ def plan_rounds(seconds_per_call: float, max_time: float, min_rounds: int, max_r
     if seconds_per_call <= 0:
         return max(min_rounds, 1)
     return int(min(max(math.ceil(max_time / seconds_per_call), min_rounds), max_rounds))
-
-
-def benchmark_synchronized(
-    benchmark: Any,
-    fn: Callable[[], Any],
-    device: str,
-    *,
-    warmup_rounds: int,
-    max_time: float,
-    min_rounds: int,
-) -> dict[str, Any]:
-    """Time ``fn`` with pytest-benchmark's pedantic mode, synchronizing after every call.
-
-    Warm-up is explicit (pedantic ``warmup_rounds``) and the round count is planned from a warm
-    call, so the stored statistics are of warm, synchronized calls only. Returns the timing
-    metadata to put into ``extra_info``.
-    """
-    target = synchronized(fn, device)
-    for _ in range(max(warmup_rounds, 1)):  # also estimates the per-call time for planning
-        estimate, _ = time_once(fn, device)
-    rounds = plan_rounds(estimate, max_time, min_rounds)
-    benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
-    return {
-        "clock": "host perf_counter around call + device synchronize" if is_cuda(device) else "host perf_counter",
-        "synchronized": is_cuda(device),
-        "warmup_rounds": max(warmup_rounds, 1) + warmup_rounds,  # planning calls + pedantic's
-        "rounds": rounds,
-        "timer_overhead_s": timer_overhead(device),
-    }
-
-
-@dataclasses.dataclass
-class MemoryProbe:
-    """Peak GPU memory allocated through torch, and host resident memory, around a block."""
-
-    device: str
-    rss_before: int = 0
-    peak_gpu_bytes: int | None = None
-    rss_delta_bytes: int = 0
-    host_peak_rss_bytes: int = 0
-
-    def __enter__(self) -> MemoryProbe:
-        self.rss_before = current_rss()
-        if is_cuda(self.device):
-            synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if is_cuda(self.device):
-            synchronize(self.device)
-            self.peak_gpu_bytes = int(torch.cuda.max_memory_allocated(self.device))
-        self.rss_delta_bytes = current_rss() - self.rss_before
-        self.host_peak_rss_bytes = peak_rss()
-
-
-def current_rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
-def peak_rss() -> int:
-    """The process's peak resident set size in bytes (Linux reports KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

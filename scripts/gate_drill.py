@@ -1,379 +1,382 @@
-"""Drill of the regression gate on this machine: false alarms on unchanged code, detection of +10%.
+"""The gate drill: does ``perfsuite compare`` stay quiet on unchanged code and catch a real slowdown?
 
-    python scripts/gate_drill.py --session session-3                 # record (about 10 min), analyse
-    python scripts/gate_drill.py --session session-3 --analyze-only  # analyse recorded runs again
+    python scripts/gate_drill.py record DIR --runs 10 [-- PYTEST ARGS]   # 10 unchanged + 10 slowed runs
+    python scripts/gate_drill.py analyze DIR --runs-per-side 1,3,5       # writes DIR/drill.md, DIR/drill.json
 
-1. Record K whole runs of each variant, alternating (base, slower, base, slower, ...) so that
-   the machine's changing load falls on both alike. A run is ``pytest benchmarks/test_latency.py``
-   on the reduced set (eager fp32 batch 1, CPU, one thread) in a fresh process, saved as
-   pytest-benchmark JSON exactly as CI saves it.
-2. The slower variant does real extra forward work, no sleep: every Conv2d and Linear layer of
-   AlexNet also computes a slice of its own output channels (``EXTRA_FRACTION`` of them) from the
-   same input, and throws it away. Outputs are unchanged (parity still passes); the extra
-   multiply-adds are counted and reported, and the drill measures the slowdown they cause.
-3. For each runs-per-side n, form comparisons from the recorded runs: unchanged = n base runs vs
-   n other base runs; changed = n base runs vs n slower runs. The two sides of a comparison are
-   always disjoint; different comparisons draw different subsets of the same K runs (seeded), so
-   they are not fully independent (a recorded run appears in several comparisons).
-4. Count how many comparisons the gate flags (exit code 1); simulate the same decision code at
-   known run-to-run noise levels; write ``docs/gate-drill/<session>/results.json`` and
-   ``docs/gate-drill.md`` (every session, plus the hand-written ``docs/gate-drill/conclusion.md``).
+**Record.** ``2 x --runs`` fresh ``pytest benchmarks`` processes (the default tier; extra pytest
+arguments after ``--``), alternating unchanged (``base-NN.json``) and slowed (``slowed-NN.json``),
+so that whatever the machine does over time falls on both alike. Each run is pytest-benchmark JSON
+exactly as ``perfsuite baseline record`` writes it.
 
-This file is also the pytest plugin that makes the slower variant (``-p gate_drill`` with this
-folder on PYTHONPATH, option ``--drill-extra-fraction``).
+**The slowdown is real extra work on the device, not a sleep.** In a slowed run every runner's
+inference is followed by one matrix product on its device (fp16 on a GPU, fp32 on the CPU) whose
+size is calibrated in that process, closed-loop, until the row's per-call time (timed as
+``perfsuite.measure`` times it, calls per round included) grows by the injected fraction: +5% at
+batch >= 64, +10% below. Outputs are unchanged. The calibration's own measurement is saved with the
+run (``gate_drill`` in the JSON), and the analysis measures the realized effect over all runs.
+Model-load and cold-start rows are not slowed: in the slowed comparisons they are unchanged rows.
+
+**Analyze.** For each runs-per-side n: 20 comparisons of n unchanged runs against n other unchanged
+runs (disjoint, seeded random subsets) and 20 of n unchanged against n slowed runs, each through
+``perfsuite.gate.verdict.compare_runs`` with the default settings, exactly as ``perfsuite compare``
+decides. Counted: whole-gate FAILs, and per row how often it was called regressed. Comparisons share
+runs, so they are not independent draws.
+
+This file is also the pytest plugin that makes the slowed variant (``-p gate_drill`` with this
+folder on PYTHONPATH, option ``--drill-slowdown``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRA_FRACTION = 0.06  # of each layer's output channels; measured below: about +10% time at batch 1 on this CPU
-PYTEST_ARGS = ["benchmarks/test_latency.py", "--backends", "eager", "--precisions", "fp32", "--batch-sizes", "1",
-               "--device", "cpu", "--weights", "random", "--benchmark-max-time", "1.0", "--benchmark-min-rounds", "10",
-               "-q", "-p", "no:cacheprovider", "-p", "gate_drill"]
-VARIANTS = ("base", "slower")
+VARIANTS = ("base", "slowed")
+LARGE_BATCH = 64  # batch sizes from here on are device-bound on a GPU
+DEFAULT_SLOWDOWN = {"small": 0.10, "large": 0.05}
 
 
-# -- the pytest plugin: the slower variant ---------------------------------------------------------
+# -- the pytest plugin: the slowed variant ------------------------------------------------------------
 
 
-def _extra_work_hook(fraction: float):
-    import torch
-    import torch.nn.functional as F
+class ExtraWork:
+    """One n x n matrix product on ``device``, launched after each inference (real device work)."""
 
-    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        channels = max(1, round(fraction * module.weight.shape[0]))
-        weight, bias = module.weight[:channels], module.bias[:channels] if module.bias is not None else None
-        if isinstance(module, torch.nn.Conv2d):
-            F.conv2d(inputs[0], weight, bias, module.stride, module.padding, module.dilation, module.groups)
-        else:
-            F.linear(inputs[0], weight, bias)
+    def __init__(self, device: str, size: int) -> None:
+        import torch
 
-    return hook
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        generator = torch.Generator().manual_seed(size)
+        self.size = size
+        self.a = torch.rand(size, size, generator=generator).to(device, dtype)
+        self.b = torch.rand(size, size, generator=generator).to(device, dtype)
+        self.out = torch.empty_like(self.a)
+
+    def run(self) -> None:
+        import torch
+
+        torch.mm(self.a, self.b, out=self.out)
 
 
-def add_extra_work(module, fraction: float) -> float:
-    """Hook every Conv2d/Linear of ``module`` to compute ``fraction`` more output channels; returns the
-    added multiply-adds as a fraction of the model's own (for a 224x224 image)."""
-    import torch
+def _per_call_ratio(plain, slowed, device: str, seconds: float = 0.6) -> tuple[float, float]:
+    """(median seconds per call of ``plain``, median of ``slowed`` / that), timed as perfsuite.measure does
+    (calls per round, one synchronize per round), rounds of the two alternating."""
+    from perfsuite.measure import calls_per_round, synchronized_every
+    from perfsuite.timing import time_once, timer_overhead
 
-    macs = {"model": 0, "extra": 0}
+    for _ in range(3):
+        time_once(plain, device)
+        time_once(slowed, device)
+    estimate = statistics.median(time_once(plain, device)[0] for _ in range(5))
+    calls = calls_per_round(estimate, timer_overhead(device))
+    rounds = max(20, min(400, int(seconds / (2 * calls * estimate))))
+    timed = {"plain": synchronized_every(plain, device, calls), "slowed": synchronized_every(slowed, device, calls)}
+    samples: dict[str, list[float]] = {"plain": [], "slowed": []}
+    for _ in range(rounds):
+        for name, fn in timed.items():
+            started = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - started) / calls)
+    plain_s = statistics.median(samples["plain"])
+    return plain_s, statistics.median(samples["slowed"]) / plain_s
 
-    def count(layer, inputs, output):
-        per_channel = output[0].numel() // output.shape[1] * layer.weight[0].numel()
-        macs["model"] += per_channel * output.shape[1]
-        macs["extra"] += per_channel * max(1, round(fraction * layer.weight.shape[0]))
 
-    layers = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    counters = [layer.register_forward_hook(count) for layer in layers]
-    with torch.inference_mode():
-        module(torch.zeros(1, 3, 224, 224))
-    for counter in counters:
-        counter.remove()
-    hook = _extra_work_hook(fraction)
-    for layer in layers:
-        layer.register_forward_hook(hook)
-    return macs["extra"] / macs["model"]
+def _matrix_size_for(device: str, seconds: float) -> int:
+    """The n whose n x n product takes about ``seconds`` on ``device`` (timed, scaled by n^3)."""
+    from perfsuite.timing import time_once
+
+    size = 1024 if device.startswith("cuda") else 256
+    work = ExtraWork(device, size)
+    for _ in range(3):
+        time_once(work.run, device)
+    taken = statistics.median(time_once(work.run, device)[0] for _ in range(10))
+    return max(16, min(16384, int(size * (seconds / taken) ** (1 / 3))))
+
+
+def slow_down(runner: Any, images: Any, fraction: float, size: int | None = None) -> dict[str, Any]:
+    """Make ``runner.infer`` do extra device work worth ``fraction`` of its per-call time: with ``size``
+    given, that matrix size; else calibrated here, closed-loop on the per-call time."""
+    from perfsuite.images import tile_batch
+
+    device = runner.spec.device
+    infer = runner.infer
+    prepared = runner.prepare(tile_batch(images, runner.spec.batch_size))
+    state: dict[str, Any] = {}
+
+    def slowed_infer(x: Any) -> Any:
+        output = infer(x)
+        state["extra"].run()
+        return output
+
+    best = None
+    if size is None:
+        plain_s, _ = _per_call_ratio(lambda: infer(prepared), lambda: infer(prepared), device, seconds=0.2)
+        size = _matrix_size_for(device, fraction * plain_s)
+        for _ in range(4):  # the product may overlap host work, so close the loop on the per-call time
+            state["extra"] = ExtraWork(device, size)
+            plain_s, ratio = _per_call_ratio(lambda: infer(prepared), lambda: slowed_infer(prepared), device)
+            if best is None or abs(ratio - 1 - fraction) < abs(best["calibrated_effect"] - fraction):
+                best = {"matrix_size": size, "calibrated_effect": ratio - 1, "plain_per_call_s": plain_s}
+            if abs(ratio - 1 - fraction) < 0.15 * fraction:
+                break
+            scale = (fraction / (ratio - 1)) ** (1 / 3) if ratio - 1 > 0.002 else 2.0
+            size = max(16, min(16384, int(size * min(max(scale, 0.5), 2.0))))
+        size = best["matrix_size"]
+    state["extra"] = ExtraWork(device, size)
+    runner.infer = slowed_infer
+    return {"fraction": fraction, "matrix_size": size, **(best or {"calibrated_effect": None})}
 
 
 def pytest_addoption(parser) -> None:
-    parser.addoption("--drill-extra-fraction", type=float, default=0.0,
-                     help="gate drill: extra output channels computed by every conv/linear layer")
+    parser.addoption("--drill-slowdown", default=None, metavar="SMALL,LARGE",
+                     help="gate drill: extra device work per inference, as fractions of the per-call time "
+                          f"below and from batch {LARGE_BATCH} (e.g. 0.10,0.05)")
+    parser.addoption("--drill-calibration", default=None, metavar="FILE",
+                     help="gate drill: matrix sizes per row; calibrated and written by the first slowed run, "
+                          "reused by the later ones")
 
 
 def pytest_configure(config) -> None:
-    fraction = config.getoption("--drill-extra-fraction")
-    config._gate_drill = {"variant": "slower" if fraction else "base", "extra_fraction": fraction}
-    if not fraction:
+    option = config.getoption("--drill-slowdown")
+    config._gate_drill = {"variant": "slowed" if option else "base", "rows": {}}
+    if not option:
         return
+    small, large = (float(v) for v in option.split(","))
+    calibration_file = Path(config.getoption("--drill-calibration") or os.devnull)
+    sizes = json.loads(calibration_file.read_text()) if calibration_file.is_file() else {}
     import perfsuite.plugin
 
-    load_model = perfsuite.plugin.load_model
+    original_get = perfsuite.plugin.RunnerPool.get
 
-    def load_slower_model(*args: Any, **kwargs: Any):
-        loaded = load_model(*args, **kwargs)  # runners deep-copy the module, hooks included
-        config._gate_drill["extra_macs_fraction"] = add_extra_work(loaded.module, fraction)
-        return loaded
+    def get(pool, case):
+        pooled = original_get(pool, case)
+        runner = pooled.runner
+        if not getattr(runner, "_drill_slowed", False):
+            fraction = large if runner.spec.batch_size >= LARGE_BATCH else small
+            key = f"{case.backend}-{runner.spec.label}"
+            config._gate_drill["rows"][key] = slow_down(runner, pool.images, fraction, sizes.get(key))
+            runner._drill_slowed = True
+        return pooled
 
-    perfsuite.plugin.load_model = load_slower_model
+    perfsuite.plugin.RunnerPool.get = get
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     output_json["gate_drill"] = dict(config._gate_drill)
+    calibration_file = config.getoption("--drill-calibration")
+    if calibration_file and config._gate_drill["rows"] and not Path(calibration_file).exists():
+        Path(calibration_file).write_text(json.dumps(
+            {key: row["matrix_size"] for key, row in config._gate_drill["rows"].items()}, indent=2))
 
 
-# -- recording ------------------------------------------------------------------------------------
+# -- recording ------------------------------------------------------------------------------------------
 
 
-def record(runs_dir: Path, per_variant: int) -> list[dict[str, Any]]:
+def record(folder: Path, runs: int, pytest_args: list[str], slowdown: dict[str, float]) -> None:
     from perfsuite.gate.record import record_runs
 
-    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"),
-                                                                  os.environ.get("PYTHONPATH", "")])}
+    runs_dir = folder / "runs"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")]))}
+    arguments = ["benchmarks", *pytest_args, "-p", "gate_drill"]
     log = []
-    for index in range(1, per_variant + 1):
+    for index in range(1, runs + 1):
         for variant in VARIANTS:
-            extra = ["--drill-extra-fraction", str(EXTRA_FRACTION)] if variant == "slower" else []
+            extra = ["--drill-slowdown", f"{slowdown['small']},{slowdown['large']}",
+                     "--drill-calibration", str(folder / "calibration.json")] if variant == "slowed" else []
             started = time.perf_counter()
-            (recorded,) = record_runs(1, runs_dir, [*PYTEST_ARGS, *extra], env=env, prefix=variant,
-                                      first_index=index)
+            (recorded,) = record_runs(1, runs_dir, [*arguments, *extra], env=env, prefix=variant, first_index=index)
             log.append({"run": recorded.path.name, "exit_code": recorded.exit_code,
-                        "wall_s": time.perf_counter() - started})
-    return log
+                        "wall_s": round(time.perf_counter() - started, 2)})
+            print(f"gate drill: {recorded.path.name} in {log[-1]['wall_s']} s (exit {recorded.exit_code})", flush=True)
+    (folder / "record.json").write_text(json.dumps({
+        "command": f"python scripts/gate_drill.py record {folder} --runs {runs} -- {' '.join(pytest_args)}",
+        "pytest_arguments": arguments, "slowdown": slowdown, "runs": log,
+        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }, indent=2))
 
 
-# -- analysis -------------------------------------------------------------------------------------
+# -- analysis -------------------------------------------------------------------------------------------
 
 
-def comparison_outcome(baseline, new, settings) -> dict[str, Any]:
+def _gate(baseline: list, new: list, settings: Any) -> dict[str, Any]:
     from perfsuite.gate.verdict import compare_runs
 
     result = compare_runs(baseline, new, settings)
-    (only,) = [c for c in result.comparisons if c.time]
-    return {"flagged": result.failed, "verdict": only.verdict.value, "effect": only.time.effect,
-            "p_slower": only.time.p_slower, "baseline": [r.path.name for r in baseline],
-            "new": [r.path.name for r in new]}
+    return {"failed": result.failed, "exit_code": result.exit_code,
+            "verdicts": {c.key: c.verdict.value for c in result.comparisons},
+            "mde": {c.key: getattr(c, "mde", None) for c in result.comparisons}}
 
 
-def analyse(runs_dir: Path, sides: list[int], comparisons: int, seed: int) -> dict[str, Any]:
+def _cv(values: list[float]) -> float | None:
+    return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else None
+
+
+def row_facts(runs: dict[str, list], key: str) -> dict[str, Any]:
+    """Per-run medians, run-to-run spread raw and host-normalized, and the realized effect of the slowdown."""
+    def values(variant: str, normalized: bool) -> list[float]:
+        found = []
+        for run in runs[variant]:
+            record = run.benchmarks.get(key)
+            if record is None:
+                continue
+            probe = record.extra_info.get("host_probe") or {}
+            if normalized and not probe.get("median_s"):
+                continue
+            found.append(record.median_s / probe["median_s"] if normalized else record.median_s)
+        return found
+
+    base, slowed = values("base", False), values("slowed", False)
+    base_norm = values("base", True)
+    sample = next(run.benchmarks[key] for run in runs["base"] if key in run.benchmarks)
+    return {"kind": sample.kind, "batch_size": sample.extra_info.get("batch_size"),
+            "base_median_s": statistics.median(base) if base else None,
+            "run_to_run_cv": _cv(base), "run_to_run_cv_normalized": _cv(base_norm),
+            "realized_effect": statistics.median(slowed) / statistics.median(base) - 1 if base and slowed else None,
+            "calls_per_round": (sample.extra_info.get("timing") or {}).get("calls_per_round"),
+            "timer_overhead_fraction": (sample.extra_info.get("timing") or {}).get("timer_overhead_fraction")}
+
+
+def analyze(folder: Path, sides: list[int], comparisons: int, seed: int) -> dict[str, Any]:
     from perfsuite.config import load_suite_config
     from perfsuite.gate.runs import load_run
     from perfsuite.gate.settings import settings_from_config
 
     settings = settings_from_config(load_suite_config(ROOT / "pyproject.toml"))
-    runs = {v: [load_run(p) for p in sorted(runs_dir.glob(f"{v}-*.json"))] for v in VARIANTS}
-    medians = {v: [next(iter(r.benchmarks.values())).median_s for r in runs[v]] for v in VARIANTS}
-    cvs = {v: [next(iter(r.benchmarks.values())).cv for r in runs[v]] for v in VARIANTS}
-    base_median = statistics.median(medians["base"])
+    runs = {v: [load_run(p) for p in sorted((folder / "runs").glob(f"{v}-*.json"))] for v in VARIANTS}
+    keys = list(dict.fromkeys(k for run in runs["base"] for k in run.benchmarks))
     summary: dict[str, Any] = {
-        "settings": settings.as_dict(), "runs_per_variant": {v: len(runs[v]) for v in VARIANTS},
-        "per_run_median_s": medians, "within_run_cv": cvs,
-        "true_effect": statistics.median(medians["slower"]) / base_median - 1,
-        "run_to_run_cv_base": statistics.stdev(medians["base"]) / statistics.mean(medians["base"])
-        if len(medians["base"]) > 1 else None,
-        "extra_macs_fraction": runs["slower"][0].data.get("gate_drill", {}).get("extra_macs_fraction"),
+        "settings": settings.as_dict(), "runs": {v: len(runs[v]) for v in VARIANTS},
+        "rows": {key: row_facts(runs, key) for key in keys},
+        "slowdown_calibration": [run.data.get("gate_drill", {}).get("rows") for run in runs["slowed"]],
         "by_runs_per_side": {},
     }
     for n in sides:
-        if 2 * n > len(runs["base"]) or n > len(runs["slower"]):
+        if 2 * n > len(runs["base"]) or n > len(runs["slowed"]):
             continue
         rng = random.Random(seed * 1000 + n)
         unchanged, changed = [], []
         for _ in range(comparisons):
             picked = rng.sample(runs["base"], 2 * n)
-            unchanged.append(comparison_outcome(picked[:n], picked[n:], settings))
-            changed.append(comparison_outcome(rng.sample(runs["base"], n), rng.sample(runs["slower"], n), settings))
-        chronological = {  # earliest runs as the baseline, latest as the new side: drift shows here
-            "unchanged": comparison_outcome(runs["base"][:n], runs["base"][-n:], settings),
-            "changed": comparison_outcome(runs["base"][:n], runs["slower"][-n:], settings),
-        }
+            unchanged.append(_gate(picked[:n], picked[n:], settings))
+            changed.append(_gate(rng.sample(runs["base"], n), rng.sample(runs["slowed"], n), settings))
         summary["by_runs_per_side"][n] = {
-            "unchanged_flagged": sum(c["flagged"] for c in unchanged),
-            "unchanged_improved": sum(c["verdict"] == "improved" for c in unchanged),
-            "unchanged_inconclusive": sum(c["verdict"] == "inconclusive" for c in unchanged),
-            "changed_flagged": sum(c["flagged"] and c["verdict"] == "regressed" for c in changed),
-            "changed_inconclusive": sum(c["verdict"] == "inconclusive" for c in changed),
-            "chronological": chronological, "unchanged": unchanged, "changed": changed,
+            "comparisons": comparisons,
+            "unchanged_gate_failures": sum(c["failed"] for c in unchanged),
+            "changed_gate_failures": sum(c["failed"] for c in changed),
+            "rows": {key: {
+                "unchanged_regressed": sum(c["verdicts"].get(key) == "regressed" for c in unchanged),
+                "changed_regressed": sum(c["verdicts"].get(key) == "regressed" for c in changed),
+                "changed_verdicts": dict(sorted({v: sum(c["verdicts"].get(key) == v for c in changed)
+                                                 for v in {c["verdicts"].get(key) for c in changed}}.items(),
+                                                key=lambda item: -item[1])),
+                "mde": statistics.median(m) if (m := [c["mde"][key] for c in changed
+                                                      if c["mde"].get(key) is not None]) else None,
+            } for key in keys},
         }
+    record_log = json.loads((folder / "record.json").read_text()) if (folder / "record.json").exists() else {}
+    walls = [entry["wall_s"] for entry in record_log.get("runs", [])]
+    summary["record"] = {**{k: v for k, v in record_log.items() if k != "runs"},
+                         "median_run_s": statistics.median(walls) if walls else None,
+                         "exit_codes": sorted({entry["exit_code"] for entry in record_log.get("runs", [])})}
+    summary["machine"] = runs["base"][0].machine_info.get("perfsuite", {}) if runs["base"] else {}
+    summary["date"] = runs["base"][0].datetime if runs["base"] else None
     return summary
 
 
-def simulate(cvs: list[float], sides: list[int], trials: int, seed: int) -> list[dict[str, Any]]:
-    """What the same decision code does with independent log-normal run-to-run noise of each CV:
-    the false-alarm and detection rates per comparison, and the chance that a 20 + 20 drill meets
-    both targets (0 of 20 flagged, at least 19 of 20 detected)."""
-    from perfsuite.gate.settings import GateSettings
-    from perfsuite.gate.verdict import Verdict, compare_times
-
-    settings, table = GateSettings(), []
-    for cv in cvs:
-        for n in sides:
-            rng = random.Random(f"{seed}-{cv}-{n}")  # each cell its own stream: same numbers in every session
-            alarms = detections = 0
-            for _ in range(trials):
-                base, same, slower = ([scale * rng.lognormvariate(0, cv) for _ in range(n)]
-                                      for scale in (1.0, 1.0, 1.10))
-                alarms += compare_times(base, same, settings)[1] is Verdict.REGRESSED
-                detections += compare_times(base, slower, settings)[1] is Verdict.REGRESSED
-            alarm, detect = alarms / trials, detections / trials
-            table.append({"cv": cv, "runs_per_side": n, "false_alarm_rate": alarm, "detection_rate": detect,
-                          "p_meets_targets": (1 - alarm) ** 20 * (detect**20 + 20 * detect**19 * (1 - detect))})
-    return table
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.{digits}%}"
 
 
-def cli_demo(runs_dir: Path, n: int) -> dict[str, Any]:
-    """One comparison through the real command line, as CI runs it: the first n base runs against the
-    last n slower ones."""
-    def side(prefix: str, chosen: slice) -> str:
-        paths = sorted(runs_dir.glob(f"{prefix}-*.json"))[chosen]
-        return ",".join(path.relative_to(ROOT).as_posix() for path in paths)
-
-    arguments = ["compare", side("base", slice(None, n)), side("slower", slice(-n, None)), "--format", "markdown"]
-    completed = subprocess.run([sys.executable, "-m", "perfsuite", *arguments], cwd=ROOT, capture_output=True,
-                               text=True, check=False)
-    return {"command": "perfsuite " + " ".join(arguments), "exit_code": completed.returncode,
-            "output": completed.stdout + completed.stderr}
+def _plain_pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}%}"
 
 
-FIXED_CVS = (0.03, 0.045, 0.06)  # the issue's "3-6%" run-to-run variation of a quiet CPU machine
-
-
-def _simulation_table(rows: list[dict[str, Any]]) -> str:
-    from perfsuite.gate.tables import render_table
-
-    return render_table(["run-to-run CV", "runs per side", "false alarms", "detected", "meets targets"],
-                        [[f"{r['cv']:.1%}", r["runs_per_side"], f"{r['false_alarm_rate']:.1%}",
-                          f"{r['detection_rate']:.1%}", f"{r['p_meets_targets']:.0%}"] for r in rows], True)
-
-
-def session_section(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    from perfsuite.gate.tables import format_seconds, render_table
-
-    rows = []
-    for n, r in summary["by_runs_per_side"].items():
-        meets = r["unchanged_flagged"] == 0 and r["changed_flagged"] >= 19
-        chrono = r["chronological"]
-        rows.append([n, f"{r['unchanged_flagged']} / {meta['comparisons']}", r["unchanged_inconclusive"],
-                     f"{r['changed_flagged']} / {meta['comparisons']}", r["changed_inconclusive"],
-                     f"{chrono['unchanged']['verdict']}, {chrono['changed']['verdict']}",
-                     "yes" if meets else "no"])
-    needed = [str(n) for n, r in summary["by_runs_per_side"].items()
-              if r["unchanged_flagged"] == 0 and r["changed_flagged"] >= 19]
-    medians = summary["per_run_median_s"]
-    measured = [r for r in summary["simulation"] if r["cv"] not in FIXED_CVS]
-    return [
-        f"## Drill {name}", "",
-        f"Raw runs in `docs/gate-drill/{name}/runs/`, every comparison in `docs/gate-drill/{name}/results.json`.", "",
-        f"- Machine: {meta['hardware']}, shared with other engineers' jobs (load average over 1/5/15 min: "
-        f"{meta['load_before']} before recording, {meta.get('load_after', '?')} after).",
-        f"- Runs: {summary['runs_per_variant']['base']} base and {summary['runs_per_variant']['slower']} slower, "
-        f"alternating; recording took {meta['record_wall_s'] / 60:.1f} min, the analysis "
-        f"{meta['analyse_wall_s']:.0f} s.",
-        f"- Effect of the slower variant measured over all its runs (median of per-run medians against the "
-        f"base's): **{summary['true_effect']:+.1%}** (+{summary['extra_macs_fraction']:.1%} multiply-adds).",
-        f"- Noise: base per-run medians from {format_seconds(min(medians['base']))} to "
-        f"{format_seconds(max(medians['base']))}, **run-to-run CV {summary['run_to_run_cv_base']:.1%}**; "
-        f"within-run CV median {statistics.median(c for c in summary['within_run_cv']['base'] if c):.1%}.",
-        "",
-        render_table(["runs per side", "unchanged flagged", "unchanged inconclusive", "+slower flagged",
-                      "+slower inconclusive", "chronological (unchanged, slower)", "meets targets"], rows, True),
-        "",
-        (f"Both targets are met with **{', '.join(needed)} runs per side**." if needed else
-         "The targets are missed at every runs-per-side tried (see the table for by how much)."),
-        "",
-        "The same decision code on simulated runs with this drill's measured run-to-run CV:", "",
-        _simulation_table(measured) if measured else "(no simulation recorded)", "",
-        f"One comparison through the command line, `{meta['cli']['command']}`, exited {meta['cli']['exit_code']}:",
-        "", "```", meta["cli"]["output"].strip(), "```", "",
-        "<details><summary>Per-run medians</summary>", "",
-        render_table(["run", "base", "slower"], [[i + 1, format_seconds(b), format_seconds(s)] for i, (b, s)
-                                                  in enumerate(zip(medians["base"], medians["slower"]))], True),
-        "", "</details>", "",
-    ]
-
-
-def write_markdown(path: Path, drills: list[tuple[str, dict[str, Any], dict[str, Any]]], conclusion: str) -> None:
-    """``docs/gate-drill.md`` from every recorded drill session (``docs/gate-drill/<session>/results.json``)."""
-    settings = drills[-1][1]["settings"]
-    fixed = [r for r in drills[-1][1]["simulation"] if r["cv"] in FIXED_CVS]
+def markdown(summary: dict[str, Any], folder: Path) -> str:
+    machine = summary["machine"]
+    record_info = summary["record"]
     lines = [
-        "# Gate drill: false alarms and detection on the CPU machine", "",
-        "Generated by `python scripts/gate_drill.py` (design in its docstring); "
-        "`python scripts/gate_drill.py --analyze-only --session NAME` re-analyses recorded runs.", "",
-        "## Set-up", "",
-        "- Benchmark set (reduced): `benchmarks/test_latency.py`, eager fp32 batch 1 on the CPU, one thread "
-        "(`OMP_NUM_THREADS=1`), `--benchmark-max-time 1.0`; each run a fresh pytest process writing "
-        "pytest-benchmark JSON, as CI does.",
-        f"- The slower variant does real extra forward work, no sleep: every Conv2d and Linear layer also computes "
-        f"{EXTRA_FRACTION:.0%} of its output channels from the same input (hooks on the model; outputs unchanged, "
-        "parity passes). At batch 1 on this CPU that is about +10% time on a quiet machine "
-        "(the small extra kernels cost more per multiply-add than the big ones).",
-        "- Per drill: K runs of each variant, alternating base and slower so that the machine's changing load "
-        "falls on both alike. Comparisons: for each runs-per-side n, 20 'unchanged' comparisons (n base runs vs "
-        "n other base runs) and 20 'slower' ones (n base vs n slower), seeded random subsets; the two sides of a "
-        "comparison are disjoint, different comparisons share runs (so they are not independent). Plus one "
-        "chronological pair per n: the earliest n base runs against the latest n runs.",
-        f"- Gate settings: the defaults (threshold {settings['threshold']:.0%}, one-sided Mann-Whitney U over "
-        f"per-run medians at alpha {settings['alpha']}, {settings['single_run_threshold']:.0%} when a side has too "
-        "few runs for the test). 'Flagged' = the gate fails (exit 1).",
-        "- Targets: 0 of 20 unchanged comparisons flagged; at least 19 of 20 slower ones flagged.", "",
-        "## Conclusion", "", conclusion, "",
-        "## What the gate needs: runs per side against run-to-run noise", "",
-        "The decision code (`perfsuite.gate.verdict.compare_times`) on simulated per-run medians with independent "
-        f"log-normal run-to-run noise ({drills[-1][2]['simulation_trials']} trials per row, +10% true effect). "
-        "'meets targets' is the chance that one 20 + 20 drill meets both targets.", "",
-        _simulation_table(fixed), "",
+        f"# Gate drill: {machine.get('gpu_name') or machine.get('cpu_model')}",
+        "",
+        f"Generated by `python scripts/gate_drill.py analyze {folder.as_posix()}` from the runs in `runs/`.",
+        "",
+        f"- Date: {summary['date']}; device: {machine.get('device')}; GPU: {machine.get('gpu_name', '–')}; "
+        f"driver: {machine.get('driver', '–')}; CPU: {machine.get('cpu_model')} ({machine.get('cpu_count')} "
+        f"logical); torch {machine.get('torch')}, CUDA {machine.get('cuda')}, cuDNN {machine.get('cudnn')}, "
+        f"Python {machine.get('python')}; TF32 {machine.get('tf32')}",
+        f"- Recorded with: `{record_info.get('command', '?')}`; {summary['runs']['base']} unchanged and "
+        f"{summary['runs']['slowed']} slowed fresh-process runs, alternating; median wall time per run "
+        f"{record_info.get('median_run_s') or 0:.1f} s; pytest exit codes {record_info.get('exit_codes')}",
+        f"- Slowdown: extra device work after each inference, calibrated per row to "
+        f"{record_info.get('slowdown', DEFAULT_SLOWDOWN)} (small batch below {LARGE_BATCH}, large from it)",
+        f"- Gate settings (defaults): `{json.dumps(summary['settings'], sort_keys=True)}`",
+        "",
+        "## Whole gate",
+        "",
+        "| runs per side | unchanged vs unchanged: gate FAILs | unchanged vs slowed: gate FAILs |",
+        "|---|---|---|",
     ]
-    for name, summary, meta in drills:
-        lines += session_section(name, summary, meta)
-    path.write_text("\n".join(lines))
-
-
-CONCLUSION_FILE = "conclusion.md"  # hand-written reading of the numbers, kept beside the sessions
+    for n, cell in summary["by_runs_per_side"].items():
+        lines.append(f"| {n} | {cell['unchanged_gate_failures']} of {cell['comparisons']} | "
+                     f"{cell['changed_gate_failures']} of {cell['comparisons']} |")
+    sides = list(summary["by_runs_per_side"])
+    lines += ["", "## Per row", "",
+              "Run-to-run CV: of the per-run medians of the unchanged runs (raw; and divided by the run's "
+              "interleaved host probe). Realized: median over slowed runs / median over unchanged runs - 1. "
+              "Cells: unchanged comparisons called regressed / slowed comparisons called regressed (of each n's "
+              "comparisons), "
+              "and the row's minimum detectable effect (median over the comparisons).", "",
+              "| row | median | calls/round | CV raw | CV normalized | realized | "
+              + " | ".join(f"{n}+{n}: false / detected, MDE" for n in sides) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(sides)]
+    for key, row in summary["rows"].items():
+        cells = []
+        for n in sides:
+            cell = summary["by_runs_per_side"][n]["rows"][key]
+            cells.append(f"{cell['unchanged_regressed']} / {cell['changed_regressed']}, "
+                         f"{_plain_pct(cell['mde'], 0) if cell['mde'] is not None else '–'}")
+        median = row["base_median_s"]
+        lines.append(f"| `{key.split('::')[-1]}` | {median * 1e3:.3f} ms | {row['calls_per_round'] or '–'} | "
+                     f"{_plain_pct(row['run_to_run_cv'])} | {_plain_pct(row['run_to_run_cv_normalized'])} | "
+                     f"{_pct(row['realized_effect'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--session", default="session-1", help="name of this drill (docs/gate-drill/NAME/)")
-    parser.add_argument("--runs-per-variant", type=int, default=20)
-    parser.add_argument("--comparisons", type=int, default=20)
-    parser.add_argument("--sides", default="1,2,3,4,5,6,8,10", help="runs per side to evaluate")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--simulation-trials", type=int, default=1000)
-    parser.add_argument("--analyze-only", action="store_true", help="reuse the runs already recorded")
-    args = parser.parse_args(argv)
-    os.chdir(ROOT)  # pytest runs from the repository root (its pyproject.toml, conftest.py, benchmarks/)
-
-    from perfsuite.gate.hardware import current_fingerprint
-    from perfsuite.results import write_json_atomic
-
-    drills_dir = ROOT / "docs" / "gate-drill"
-    out = drills_dir / args.session
-    runs_dir = out / "runs"
-    meta: dict[str, Any] = {"comparisons": args.comparisons, "hardware": current_fingerprint("cpu").label,
-                            "load_before": " / ".join(f"{v:.1f}" for v in os.getloadavg())}
-    results_path = out / "results.json"
-    if args.analyze_only:
-        previous = json.loads(results_path.read_text()) if results_path.exists() else {}
-        meta.update({k: previous.get("meta", {}).get(k, meta.get(k)) for k in
-                     ("record_wall_s", "record_log", "load_before", "load_after", "hardware")})
-        meta.setdefault("record_wall_s", 0.0)
-    else:
-        started = time.perf_counter()
-        meta["record_log"] = record(runs_dir, args.runs_per_variant)
-        meta["record_wall_s"] = time.perf_counter() - started
-        meta["load_after"] = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    started = time.perf_counter()
-    summary = analyse(runs_dir, [int(n) for n in args.sides.split(",")], args.comparisons, args.seed)
-    meta["simulation_trials"] = args.simulation_trials
-    measured = round(summary["run_to_run_cv_base"], 3)
-    summary["simulation"] = simulate(sorted({*FIXED_CVS, measured}), [3, 5, 8, 12], args.simulation_trials,
-                                     args.seed)
-    meta["analyse_wall_s"] = time.perf_counter() - started
-    meta["cli"] = cli_demo(runs_dir, 6)
-    write_json_atomic(results_path, {"meta": meta, "summary": summary})
-    drills = []
-    for path in sorted(drills_dir.glob("*/results.json")):
-        recorded = json.loads(path.read_text())
-        drills.append((path.parent.name, recorded["summary"], recorded["meta"]))
-    conclusion = drills_dir / CONCLUSION_FILE
-    write_markdown(ROOT / "docs" / "gate-drill.md", drills,
-                   conclusion.read_text().strip() if conclusion.exists() else "(not written yet)")
-    for n, r in summary["by_runs_per_side"].items():
-        print(f"{n} runs/side: unchanged flagged {r['unchanged_flagged']}/{args.comparisons}, "
-              f"slower flagged {r['changed_flagged']}/{args.comparisons}")
-    print(f"effect {summary['true_effect']:+.1%}, run-to-run CV {summary['run_to_run_cv_base']:.1%}; "
-          f"wrote docs/gate-drill.md and {results_path}")
+    actions = parser.add_subparsers(dest="action", required=True)
+    rec = actions.add_parser("record")
+    rec.add_argument("folder", type=Path)
+    rec.add_argument("--runs", type=int, default=10, help="runs of each variant (default 10)")
+    rec.add_argument("--slowdown", default=f"{DEFAULT_SLOWDOWN['small']},{DEFAULT_SLOWDOWN['large']}",
+                     help=f"SMALL,LARGE fractions: below and from batch {LARGE_BATCH}")
+    ana = actions.add_parser("analyze")
+    ana.add_argument("folder", type=Path)
+    ana.add_argument("--runs-per-side", default="1,3,5")
+    ana.add_argument("--comparisons", type=int, default=20)
+    ana.add_argument("--seed", type=int, default=1)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    sys.path.insert(0, str(ROOT))
+    if args.action == "record":
+        small, large = (float(v) for v in args.slowdown.split(","))
+        record(args.folder, args.runs, pytest_args, {"small": small, "large": large})
+        return 0
+    summary = analyze(args.folder, [int(n) for n in args.runs_per_side.split(",")], args.comparisons, args.seed)
+    (args.folder / "drill.json").write_text(json.dumps(summary, indent=2, default=str))
+    (args.folder / "drill.md").write_text(markdown(summary, args.folder))
+    print((args.folder / "drill.md").read_text())
     return 0
 
 

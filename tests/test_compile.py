@@ -111,6 +111,7 @@ def test_cold_then_warm_compile_with_parity_on_new_inputs(monkeypatch, tmp_path)
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 @pytest.mark.parametrize("name,graphs", [("compile", None), ("compile-reduce-overhead", "inductor trees")])
 def test_alexnet_fp16_parity_on_the_gpu(name, graphs):
     """Default kernels, and the CUDA-graph replay path (reduce-overhead), on the fixture images and
@@ -127,6 +128,7 @@ def test_alexnet_fp16_parity_on_the_gpu(name, graphs):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_a_compiled_call_captured_in_one_cuda_graph():
     """perfsuite's capture of Inductor kernels (mode default here, to keep compilation short;
     the registry's max-autotune variant differs only in the kernels chosen)."""

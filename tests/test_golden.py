@@ -43,7 +43,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = _split(config.getoption("--backends")) or backend_names()
         precisions = _split(config.getoption("--precisions")) or PRECISIONS
         cases = [Case(b, p, PARITY_BATCH) for b in backends for p in precisions]
-        metafunc.parametrize("golden_case", cases, ids=[c.id for c in cases])
+        # torch.compile rows compile for minutes on a GPU: opt-in with -m slow (CI runs them on the CPU)
+        metafunc.parametrize("golden_case", [
+            pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.backend.startswith("compile") else [])
+            for c in cases])
 
 
 def _split(value: str | None) -> tuple[str, ...]:
