@@ -347,19 +347,25 @@ class RunnerPool:
         batch = self.images.shape[0] if case.batch_size == PARITY_BATCH else case.batch_size
         return RunSpec(case.precision, int(batch), self.options.device)
 
+    def skip_if_unavailable(self, case: Case) -> None:
+        """Skip, with the reason, what static checks or an earlier real attempt found unable to run here."""
+        spec = self.spec_for(case)
+        key = (case.backend, spec)
+        if key not in self._unavailable:
+            reason = get_runner_class(case.backend).unavailable_reason(spec)
+            if reason:
+                self._unavailable[key] = reason
+        if key in self._unavailable:
+            pytest.skip(self._unavailable[key])
+
     def get(self, case: Case) -> PooledRunner:
         spec = self.spec_for(case)
         key = (case.backend, spec)
-        if key in self._unavailable:
-            pytest.skip(self._unavailable[key])
         if self._current and self._current[0] == key:
             return self._current[1]
+        self.skip_if_unavailable(case)
         self.release()
         runner_class = get_runner_class(case.backend)
-        reason = runner_class.unavailable_reason(spec)
-        if reason:
-            self._unavailable[key] = reason
-            pytest.skip(reason)
         for module in runner_class.requires:  # a library's one-time load is not this runner's memory
             importlib.import_module(module)
         runner = runner_class(self.model, spec)

@@ -9,11 +9,13 @@ so that whatever the machine does over time falls on both alike. Each run is pyt
 exactly as ``perfsuite baseline record`` writes it.
 
 **The slowdown is real extra work on the device, not a sleep.** In a slowed run every runner's
-inference is followed by one matrix product on its device (fp16 on a GPU, fp32 on the CPU) whose
-size is calibrated in that process, closed-loop, until the row's per-call time (timed as
-``perfsuite.measure`` times it, calls per round included) grows by the injected fraction: +5% at
-batch >= 64, +10% below. Outputs are unchanged. The calibration's own measurement is saved with the
-run (``gate_drill`` in the JSON), and the analysis measures the realized effect over all runs.
+inference is followed by one in-place elementwise pass over a buffer on its device (memory-bound
+work behind one cheap launch, so it adds device time and little host time). The first slowed run
+sizes the buffer per row, closed-loop, until the row's per-call time (timed as ``perfsuite.measure``
+times it, calls per round included) grows by the injected fraction: +5% at batch >= 64, +10%
+below; later slowed runs reuse those sizes (``calibration.json``). Outputs are unchanged. The
+calibration's own measurement is saved with the run (``gate_drill`` in the JSON), and the analysis
+measures the realized effect over all runs.
 Model-load and cold-start rows are not slowed: in the slowed comparisons they are unchanged rows.
 
 **Analyze.** For each runs-per-side n: 20 comparisons of n unchanged runs against n other unchanged
@@ -50,22 +52,17 @@ DEFAULT_SLOWDOWN = {"small": 0.10, "large": 0.05}
 
 
 class ExtraWork:
-    """One n x n matrix product on ``device``, launched after each inference (real device work)."""
+    """An in-place elementwise pass over a buffer on ``device`` after each inference: real device work
+    (memory-bound, one cheap launch, so little host work is added) whose time grows with ``elements``."""
 
-    def __init__(self, device: str, size: int) -> None:
+    def __init__(self, device: str, elements: int) -> None:
         import torch
 
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        generator = torch.Generator().manual_seed(size)
-        self.size = size
-        self.a = torch.rand(size, size, generator=generator).to(device, dtype)
-        self.b = torch.rand(size, size, generator=generator).to(device, dtype)
-        self.out = torch.empty_like(self.a)
+        self.elements = elements
+        self.buffer = torch.rand(elements, generator=torch.Generator().manual_seed(1)).to(device)
 
     def run(self) -> None:
-        import torch
-
-        torch.mm(self.a, self.b, out=self.out)
+        self.buffer.mul_(1.0)
 
 
 def _per_call_ratio(plain, slowed, device: str, seconds: float = 0.6) -> tuple[float, float]:
@@ -92,22 +89,12 @@ def _per_call_ratio(plain, slowed, device: str, seconds: float = 0.6) -> tuple[f
     return plain_s, statistics.median(samples["slowed"]) / plain_s
 
 
-def _matrix_size_for(device: str, seconds: float) -> int:
-    """The n whose n x n product takes about ``seconds`` on ``device`` (timed, scaled by n^3)."""
-    from perfsuite.timing import time_once
-
-    size = 1024 if device.startswith("cuda") else 256
-    work = ExtraWork(device, size)
-    for _ in range(3):
-        time_once(work.run, device)
-    taken = statistics.median(time_once(work.run, device)[0] for _ in range(10))
-    return max(16, min(16384, int(size * (seconds / taken) ** (1 / 3))))
-
-
-def slow_down(runner: Any, images: Any, fraction: float, size: int | None = None) -> dict[str, Any]:
-    """Make ``runner.infer`` do extra device work worth ``fraction`` of its per-call time: with ``size``
-    given, that matrix size; else calibrated here, closed-loop on the per-call time."""
+def slow_down(runner: Any, images: Any, fraction: float, elements: int | None = None) -> dict[str, Any]:
+    """Make ``runner.infer`` do extra device work worth ``fraction`` of its per-call time: with ``elements``
+    given, a buffer of that size; else calibrated here, closed-loop on the per-call time (the work can
+    overlap the next call's host work, so its own duration is only the first guess)."""
     from perfsuite.images import tile_batch
+    from perfsuite.timing import time_once
 
     device = runner.spec.device
     infer = runner.infer
@@ -120,22 +107,26 @@ def slow_down(runner: Any, images: Any, fraction: float, size: int | None = None
         return output
 
     best = None
-    if size is None:
+    if elements is None:
         plain_s, _ = _per_call_ratio(lambda: infer(prepared), lambda: infer(prepared), device, seconds=0.2)
-        size = _matrix_size_for(device, fraction * plain_s)
-        for _ in range(4):  # the product may overlap host work, so close the loop on the per-call time
-            state["extra"] = ExtraWork(device, size)
+        probe = ExtraWork(device, 1 << 24)
+        for _ in range(3):
+            time_once(probe.run, device)
+        per_element = statistics.median(time_once(probe.run, device)[0] for _ in range(10)) / probe.elements
+        elements = int(fraction * plain_s / per_element)
+        for _ in range(5):
+            state["extra"] = ExtraWork(device, elements)
             plain_s, ratio = _per_call_ratio(lambda: infer(prepared), lambda: slowed_infer(prepared), device)
             if best is None or abs(ratio - 1 - fraction) < abs(best["calibrated_effect"] - fraction):
-                best = {"matrix_size": size, "calibrated_effect": ratio - 1, "plain_per_call_s": plain_s}
-            if abs(ratio - 1 - fraction) < 0.15 * fraction:
+                best = {"elements": elements, "calibrated_effect": ratio - 1, "plain_per_call_s": plain_s}
+            if abs(ratio - 1 - fraction) < 0.1 * fraction:
                 break
-            scale = (fraction / (ratio - 1)) ** (1 / 3) if ratio - 1 > 0.002 else 2.0
-            size = max(16, min(16384, int(size * min(max(scale, 0.5), 2.0))))
-        size = best["matrix_size"]
-    state["extra"] = ExtraWork(device, size)
+            scale = fraction / (ratio - 1) if ratio - 1 > 0.002 else 4.0
+            elements = max(1024, int(elements * min(max(scale, 0.25), 4.0)))
+        elements = best["elements"]
+    state["extra"] = ExtraWork(device, elements)
     runner.infer = slowed_infer
-    return {"fraction": fraction, "matrix_size": size, **(best or {"calibrated_effect": None})}
+    return {"fraction": fraction, "elements": elements, **(best or {"calibrated_effect": None})}
 
 
 def pytest_addoption(parser) -> None:
@@ -143,7 +134,7 @@ def pytest_addoption(parser) -> None:
                      help="gate drill: extra device work per inference, as fractions of the per-call time "
                           f"below and from batch {LARGE_BATCH} (e.g. 0.10,0.05)")
     parser.addoption("--drill-calibration", default=None, metavar="FILE",
-                     help="gate drill: matrix sizes per row; calibrated and written by the first slowed run, "
+                     help="gate drill: extra work per row (elements); calibrated and written by the first slowed run, "
                           "reused by the later ones")
 
 
@@ -177,20 +168,21 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     calibration_file = config.getoption("--drill-calibration")
     if calibration_file and config._gate_drill["rows"] and not Path(calibration_file).exists():
         Path(calibration_file).write_text(json.dumps(
-            {key: row["matrix_size"] for key, row in config._gate_drill["rows"].items()}, indent=2))
+            {key: row["elements"] for key, row in config._gate_drill["rows"].items()}, indent=2))
 
 
 # -- recording ------------------------------------------------------------------------------------------
 
 
-def record(folder: Path, runs: int, pytest_args: list[str], slowdown: dict[str, float]) -> None:
+def record(folder: Path, runs: int, pytest_args: list[str], slowdown: dict[str, float], start: int = 1) -> None:
     from perfsuite.gate.record import record_runs
 
     runs_dir = folder / "runs"
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")]))}
     arguments = ["benchmarks", *pytest_args, "-p", "gate_drill"]
-    log = []
-    for index in range(1, runs + 1):
+    log_file = folder / "record.json"
+    log = json.loads(log_file.read_text())["runs"] if start > 1 and log_file.exists() else []
+    for index in range(start, start + runs):
         for variant in VARIANTS:
             extra = ["--drill-slowdown", f"{slowdown['small']},{slowdown['large']}",
                      "--drill-calibration", str(folder / "calibration.json")] if variant == "slowed" else []
@@ -199,8 +191,8 @@ def record(folder: Path, runs: int, pytest_args: list[str], slowdown: dict[str, 
             log.append({"run": recorded.path.name, "exit_code": recorded.exit_code,
                         "wall_s": round(time.perf_counter() - started, 2)})
             print(f"gate drill: {recorded.path.name} in {log[-1]['wall_s']} s (exit {recorded.exit_code})", flush=True)
-    (folder / "record.json").write_text(json.dumps({
-        "command": f"python scripts/gate_drill.py record {folder} --runs {runs} -- {' '.join(pytest_args)}",
+    log_file.write_text(json.dumps({
+        "command": f"python scripts/gate_drill.py record DIR --runs {start + runs - 1} -- {' '.join(pytest_args)}",
         "pytest_arguments": arguments, "slowdown": slowdown, "runs": log,
         "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }, indent=2))
@@ -358,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = actions.add_parser("record")
     rec.add_argument("folder", type=Path)
     rec.add_argument("--runs", type=int, default=10, help="runs of each variant (default 10)")
+    rec.add_argument("--start", type=int, default=1, help="number of the first run (to add runs to a drill)")
     rec.add_argument("--slowdown", default=f"{DEFAULT_SLOWDOWN['small']},{DEFAULT_SLOWDOWN['large']}",
                      help=f"SMALL,LARGE fractions: below and from batch {LARGE_BATCH}")
     ana = actions.add_parser("analyze")
@@ -371,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     if args.action == "record":
         small, large = (float(v) for v in args.slowdown.split(","))
-        record(args.folder, args.runs, pytest_args, {"small": small, "large": large})
+        record(args.folder, args.runs, pytest_args, {"small": small, "large": large}, args.start)
         return 0
     summary = analyze(args.folder, [int(n) for n in args.runs_per_side.split(",")], args.comparisons, args.seed)
     (args.folder / "drill.json").write_text(json.dumps(summary, indent=2, default=str))
