@@ -192,8 +192,15 @@ def simulate(cvs: list[float], sides: list[int], trials: int, seed: int) -> list
     """What the same decision code does with independent log-normal run-to-run noise of each CV:
     the false-alarm and detection rates per comparison, and the chance that a 20 + 20 drill meets
     both targets (0 of 20 flagged, at least 19 of 20 detected)."""
+    from perfsuite.gate.runs import SavedRun
     from perfsuite.gate.settings import GateSettings
-    from perfsuite.gate.verdict import Verdict, compare_times
+    from perfsuite.gate.verdict import compare_runs
+
+    def flagged(base: list[float], new: list[float]) -> bool:
+        def runs(values: list[float]) -> list[SavedRun]:
+            return [SavedRun(Path(f"sim-{i}.json"), {"benchmarks": [{"name": "sim", "stats": {
+                "median": v, "mean": v, "stddev": 0.0, "rounds": 1}}]}) for i, v in enumerate(values)]
+        return compare_runs(runs(base), runs(new), settings).failed
 
     settings, table = GateSettings(), []
     for cv in cvs:
@@ -203,8 +210,8 @@ def simulate(cvs: list[float], sides: list[int], trials: int, seed: int) -> list
             for _ in range(trials):
                 base, same, slower = ([scale * rng.lognormvariate(0, cv) for _ in range(n)]
                                       for scale in (1.0, 1.0, 1.10))
-                alarms += compare_times(base, same, settings)[1] is Verdict.REGRESSED
-                detections += compare_times(base, slower, settings)[1] is Verdict.REGRESSED
+                alarms += flagged(base, same)
+                detections += flagged(base, slower)
             alarm, detect = alarms / trials, detections / trials
             table.append({"cv": cv, "runs_per_side": n, "false_alarm_rate": alarm, "detection_rate": detect,
                           "p_meets_targets": (1 - alarm) ** 20 * (detect**20 + 20 * detect**19 * (1 - detect))})
@@ -303,13 +310,13 @@ def write_markdown(path: Path, drills: list[tuple[str, dict[str, Any], dict[str,
         "n other base runs) and 20 'slower' ones (n base vs n slower), seeded random subsets; the two sides of a "
         "comparison are disjoint, different comparisons share runs (so they are not independent). Plus one "
         "chronological pair per n: the earliest n base runs against the latest n runs.",
-        f"- Gate settings: the defaults (threshold {settings['threshold']:.0%}, one-sided Mann-Whitney U over "
-        f"per-run medians at alpha {settings['alpha']}, {settings['single_run_threshold']:.0%} when a side has too "
-        "few runs for the test). 'Flagged' = the gate fails (exit 1).",
+        f"- Gate settings: the defaults (threshold {settings['threshold']:.0%}, one-sided t-test on log per-run "
+        f"medians, Benjamini-Hochberg at alpha {settings['alpha']}; docs/gate.md). 'Flagged' = the gate fails "
+        "(exit 1).",
         "- Targets: 0 of 20 unchanged comparisons flagged; at least 19 of 20 slower ones flagged.", "",
         "## Conclusion", "", conclusion, "",
         "## What the gate needs: runs per side against run-to-run noise", "",
-        "The decision code (`perfsuite.gate.verdict.compare_times`) on simulated per-run medians with independent "
+        "The decision code (`perfsuite.gate.verdict.compare_runs`) on simulated per-run medians with independent "
         f"log-normal run-to-run noise ({drills[-1][2]['simulation_trials']} trials per row, +10% true effect). "
         "'meets targets' is the chance that one 20 + 20 drill meets both targets.", "",
         _simulation_table(fixed), "",
