@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from perfsuite.config import load_suite_config
-from perfsuite.gate.settings import STATISTICS, GateSettings, settings_from_config
+from perfsuite.gate.settings import INCONCLUSIVE_ACTIONS, STATISTICS, GateSettings, settings_from_config
 
 
 def _percent(value: float, digits: int = 0) -> str:
@@ -13,14 +13,24 @@ def _percent(value: float, digits: int = 0) -> str:
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("thresholds (default: [tool.perfsuite.gate] in pyproject.toml, else shown)")
+    group = parser.add_argument_group("statistics (default: [tool.perfsuite.gate] in pyproject.toml, else shown)")
     defaults = GateSettings()
     group.add_argument("--threshold",
-                       help=f"smallest change that counts, e.g. 5%% (default {_percent(defaults.threshold)})")
-    group.add_argument("--alpha", help=f"one-sided significance of the U test over runs (default {defaults.alpha})")
-    group.add_argument("--single-run-threshold", dest="single_run_threshold",
-                       help="change needed when a side has too few runs for the test "
-                            f"(default 3 x threshold: {_percent(defaults.single_run_threshold)})")
+                       help="the slowdown the gate must catch: each row's minimum detectable effect (MDE) is held "
+                            f"against it, e.g. 5%% (default {_percent(defaults.threshold)})")
+    group.add_argument("--min-effect", dest="min_effect",
+                       help="a significant change smaller than this counts as unchanged (default: half the "
+                            f"threshold, {_percent(defaults.min_effect, 1)})")
+    group.add_argument("--alpha", help="error rate of one whole gate run: Benjamini-Hochberg over its rows' "
+                                       f"t-tests (default {defaults.alpha})")
+    group.add_argument("--power", help="power at which each row's MDE is stated "
+                                       f"(default {_percent(defaults.power)})")
+    group.add_argument("--host-slow", dest="host_slow",
+                       help="a run whose host probe is this much slower than the fastest run's landed in a slow "
+                            f"host state and may be set aside (default {_percent(defaults.host_slow)})")
+    group.add_argument("--inconclusive", choices=INCONCLUSIVE_ACTIONS,
+                       help="what a row that could not tell a change from noise does to the gate: undecided "
+                            "(exit 3, the default), fail (exit 1) or pass (exit 0)")
     group.add_argument("--memory-threshold", dest="memory_threshold",
                        help=f"relative memory growth that regresses (default {_percent(defaults.memory_threshold)})")
     group.add_argument("--memory-floor-mib", dest="memory_floor_mib", type=float,
@@ -34,13 +44,11 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--statistic", choices=STATISTICS, help="per-run value compared (default median)")
     group.add_argument("--require-backends", dest="require_backends",
                        help="comma-separated backends that must have results in every new run")
-    group.add_argument("--fail-on-inconclusive", dest="fail_on_inconclusive", action="store_true", default=None,
-                       help="exit 1 on an inconclusive verdict too")
 
 
 def settings_from_args(args: argparse.Namespace) -> GateSettings:
-    keys = ("threshold", "alpha", "single_run_threshold", "memory_threshold", "memory_floor_mib", "cv_threshold",
-            "host_contention", "statistic", "require_backends", "fail_on_inconclusive")
+    keys = ("threshold", "min_effect", "alpha", "power", "host_slow", "inconclusive", "memory_threshold",
+            "memory_floor_mib", "cv_threshold", "host_contention", "statistic", "require_backends")
     return settings_from_config(load_suite_config(), {key: getattr(args, key, None) for key in keys})
 
 

@@ -2,7 +2,12 @@
 
 Runs are comparable only on the same hardware. The fingerprint of a GPU run is the GPU model,
 compute capability, memory size (whole GiB, so that a driver reserving a few MiB more does not
-split it), enforced power limit and MIG mode; of a CPU run, the CPU model and logical core count.
+split it), enforced power limit, MIG mode and the host CPU model: small-batch latency is host-bound
+(AlexNet fp16 batch 1 took 424 µs on one H200 machine and 842 µs on another with the same GPU).
+The fingerprint of a CPU run is the CPU model and logical core count. A field that could not be
+read (``None``: power limit and MIG mode without nvidia-ml-py) is unknown and never a mismatch;
+those NVML fields are checked where both runs know them but are not part of the id, so installing
+nvidia-ml-py does not move a baseline.
 Software (torch, TensorRT, CUDA, cuDNN, driver, onnxruntime, ...) is not part of it: a software
 upgrade on the same hardware is exactly the change a comparison measures, and the report shows
 it at the top as the change under test.
@@ -21,7 +26,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-GPU_FIELDS = ("gpu_name", "compute_capability", "gpu_memory_gib", "power_limit_w", "mig_mode")
+GPU_FIELDS = ("gpu_name", "compute_capability", "gpu_memory_gib", "power_limit_w", "mig_mode", "cpu_model")
+#: read through NVML, so unknown without nvidia-ml-py: compared where both runs know them, not in the id
+NVML_FIELDS = ("power_limit_w", "mig_mode")
 CPU_FIELDS = ("cpu_model", "cpu_count")
 SOFTWARE_FIELDS = ("torch", "torchvision", "tensorrt", "tensorrt_rtx", "cuda", "cudnn", "driver", "onnxruntime",
                    "onnx", "onnxscript", "numpy", "python", "perfsuite")
@@ -41,8 +48,10 @@ class HardwareFingerprint:
 
     @property
     def id(self) -> str:
-        """A folder- and cache-key-safe name: kind, readable model, and a hash of every field."""
-        digest = hashlib.sha256(json.dumps([self.kind, self.fields], sort_keys=True, default=str).encode())
+        """A folder- and cache-key-safe name: kind, readable model, and a hash of the fields every run
+        records (not the NVML ones: installing nvidia-ml-py must not move a baseline)."""
+        fields = [[name, value] for name, value in self.fields if name not in NVML_FIELDS]
+        digest = hashlib.sha256(json.dumps([self.kind, fields], sort_keys=True, default=str).encode())
         model = self.as_dict().get("gpu_name" if self.kind == "gpu" else "cpu_model") or "unknown"
         slug = re.sub(r"[^a-z0-9]+", "-", str(model).lower()).strip("-")[:40].strip("-")
         return f"{self.kind}-{slug}-{digest.hexdigest()[:10]}"
@@ -51,9 +60,11 @@ class HardwareFingerprint:
     def label(self) -> str:
         values = self.as_dict()
         if self.kind == "gpu":
+            power = values.get("power_limit_w")
             extras = [f"sm {values.get('compute_capability')}", f"{values.get('gpu_memory_gib')} GiB",
-                      f"{values.get('power_limit_w')} W", f"MIG {values.get('mig_mode') or 'unknown'}"]
-            return f"{values.get('gpu_name')} ({', '.join(extras)})"
+                      f"{power} W" if power is not None else "power limit unknown",
+                      f"MIG {values.get('mig_mode') or 'unknown'}"]
+            return f"{values.get('gpu_name')} ({', '.join(extras)}) on {values.get('cpu_model') or 'an unknown CPU'}"
         return f"{values.get('cpu_model')} ({values.get('cpu_count')} logical cores)"
 
 
@@ -84,14 +95,14 @@ def software(machine_info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mismatches(expected: HardwareFingerprint, actual: HardwareFingerprint) -> list[tuple[str, Any, Any]]:
-    """(field, expected, actual) for every field that differs, including the kind of device."""
+    """(field, expected, actual) for every field known on both sides that differs, and the kind of device."""
     rows: list[tuple[str, Any, Any]] = []
     if expected.kind != actual.kind:
         rows.append(("device", expected.kind, actual.kind))
     left, right = expected.as_dict(), actual.as_dict()
     for name in dict.fromkeys([*left, *right]):
-        if left.get(name) != right.get(name):
-            rows.append((name, left.get(name, "(not recorded)"), right.get(name, "(not recorded)")))
+        if left.get(name) is not None and right.get(name) is not None and left[name] != right[name]:
+            rows.append((name, left[name], right[name]))
     return rows
 
 

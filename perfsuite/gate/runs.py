@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -73,6 +74,15 @@ class BenchmarkRecord:
     def telemetry(self) -> Mapping[str, Any] | None:
         return self.extra_info.get("gpu_telemetry")
 
+    @property
+    def host_probe_s(self) -> float | None:
+        """Median time of the host-speed probe timed between this row's rounds, None if not recorded."""
+        probe = self.extra_info.get("host_probe")
+        value = probe.get("median_s") if isinstance(probe, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            return None
+        return float(value)
+
 
 @dataclasses.dataclass(frozen=True)
 class SavedRun:
@@ -124,6 +134,12 @@ class SavedRun:
     @cached_property
     def software(self) -> dict[str, Any]:
         return software(self.machine_info)
+
+    @cached_property
+    def host_speed_s(self) -> float | None:
+        """The run's host speed: the median of its rows' host probes (None where no row recorded one)."""
+        probes = [p for record in self.benchmarks.values() if (p := record.host_probe_s) is not None]
+        return statistics.median(probes) if probes else None
 
     @property
     def device(self) -> str:

@@ -1,10 +1,14 @@
-"""Thresholds of the gate: defaults, ``[tool.perfsuite.gate]`` in pyproject.toml, then options.
+"""Settings of the gate: defaults, ``[tool.perfsuite.gate]`` in pyproject.toml, then options.
 
     [tool.perfsuite.gate]
-    threshold = "5%"              # smallest median change that counts (effect size)
-    alpha = 0.05                  # one-sided significance of the Mann-Whitney U test over runs
-    single_run_threshold = "15%"  # effect needed when a side has too few runs for the test
-                                  # (default: 3 x threshold)
+    threshold = "5%"              # the slowdown the gate must catch; each row's MDE is held against it
+    min_effect = "2.5%"           # a significant change smaller than this counts as unchanged
+                                  # (default: half the threshold)
+    alpha = 0.01                  # error rate of one whole gate run (Benjamini-Hochberg over its rows)
+    power = "95%"                 # power at which each row's minimum detectable effect is stated
+    host_slow = "25%"             # a run whose host probe is this much slower than the fastest run's
+                                  # landed in a slow host state
+    inconclusive = "undecided"    # what "could not tell" does: undecided (exit 3) | fail (1) | pass (0)
     memory_threshold = "10%"      # relative memory growth that counts ...
     memory_floor_mib = 64         # ... and never less than this many MiB
     cv_threshold = "2.5%"         # a benchmark whose CV exceeds this is flagged unstable
@@ -24,6 +28,9 @@ from perfsuite.config import SuiteConfig
 from perfsuite.errors import InputError
 
 STATISTICS = ("median", "mean", "min")
+INCONCLUSIVE_ACTIONS = ("undecided", "fail", "pass")
+FRACTIONS = ("threshold", "min_effect", "alpha", "power", "host_slow", "memory_threshold", "cv_threshold",
+             "host_contention")
 MIB = 1024 * 1024
 
 
@@ -44,27 +51,37 @@ class GateSettings:
     """Everything that decides a verdict; recorded with every gate result."""
 
     threshold: float = 0.05
-    alpha: float = 0.05
-    single_run_threshold: float | None = None  # None: 3 x threshold (15% by default)
+    min_effect: float | None = None  # None: threshold / 2
+    alpha: float = 0.01
+    power: float = 0.95
+    host_slow: float = 0.25
+    inconclusive: str = "undecided"
     memory_threshold: float = 0.10
     memory_floor_bytes: int = 64 * MIB
     cv_threshold: float = 0.025
     host_contention: float = 0.10
     statistic: str = "median"
-    fail_on_inconclusive: bool = False
     require_backends: tuple[str, ...] = ()
     baseline_dir: str = ".perfsuite-baselines"
 
     def __post_init__(self) -> None:
-        if self.single_run_threshold is None:
-            object.__setattr__(self, "single_run_threshold", 3 * self.threshold)
+        if self.min_effect is None:
+            object.__setattr__(self, "min_effect", self.threshold / 2)
         if self.statistic not in STATISTICS:
             raise InputError(f"statistic {self.statistic!r}: choose from {', '.join(STATISTICS)}")
+        if self.inconclusive not in INCONCLUSIVE_ACTIONS:
+            raise InputError(f"inconclusive {self.inconclusive!r}: choose from {', '.join(INCONCLUSIVE_ACTIONS)}")
         if not 0 < self.alpha < 1:
             raise InputError(f"alpha {self.alpha}: must lie strictly between 0 and 1")
-        if self.single_run_threshold < self.threshold:
-            raise InputError(f"single_run_threshold {self.single_run_threshold:.1%} is below threshold "
-                             f"{self.threshold:.1%}; with fewer runs the gate needs a larger effect, not a smaller one")
+        if not 0.5 <= self.power < 1:
+            raise InputError(f"power {self.power}: must lie in [50%, 100%)")
+        if self.threshold <= 0:
+            raise InputError(f"threshold {self.threshold:.1%}: must be above 0")
+        if self.min_effect > self.threshold:
+            raise InputError(f"min_effect {self.min_effect:.1%} is above threshold {self.threshold:.1%}: a change "
+                             "of threshold size could then never be called")
+        if self.host_slow <= 0:
+            raise InputError(f"host_slow {self.host_slow:.1%}: must be above 0")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,8 +94,7 @@ def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any
     values: dict[str, Any] = {}
     for key, value in {**section, **given}.items():
         source = f"--{key.replace('_', '-')}" if key in given else f"[tool.perfsuite.gate] {key}"
-        if key in ("threshold", "alpha", "single_run_threshold", "memory_threshold", "cv_threshold",
-                   "host_contention"):
+        if key in FRACTIONS:
             values[key] = parse_fraction(value, source)
         elif key == "memory_floor_mib":
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -92,14 +108,14 @@ def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any
                 raise InputError(f"{source}: {value!r} is not a list of backend names")
             items = value.split(",") if isinstance(value, str) else list(value)
             values[key] = tuple(str(item).strip() for item in items if str(item).strip())
-        elif key in ("statistic", "baseline_dir"):
-            values[key] = str(value)
-        elif key == "fail_on_inconclusive":
-            if not isinstance(value, bool):  # bool("false") is True: accept only a real boolean
-                raise InputError(f"{source}: {value!r} is not true or false")
+        elif key in ("statistic", "baseline_dir", "inconclusive"):
+            if not isinstance(value, str):
+                raise InputError(f"{source}: {value!r} is not a string")
+            if key == "inconclusive" and value not in INCONCLUSIVE_ACTIONS:
+                raise InputError(f"{source}: {value!r}: choose from {', '.join(INCONCLUSIVE_ACTIONS)}")
             values[key] = value
         else:
-            known = "threshold, alpha, single_run_threshold, memory_threshold, memory_floor_mib, cv_threshold, " \
-                    "host_contention, statistic, baseline_dir, require_backends, fail_on_inconclusive"
+            known = ", ".join([*FRACTIONS, "memory_floor_mib", "statistic", "inconclusive", "baseline_dir",
+                               "require_backends"])
             raise InputError(f"{source}: unknown setting; known: {known}")
     return GateSettings(**values)

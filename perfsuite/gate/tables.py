@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from perfsuite.gate.verdict import FAILING, GateResult, Verdict
+from perfsuite.gate.verdict import ALL_RUNS, FAILING, FAST_HOST, PER_PROBE, GateResult, Verdict
 
 MIB = 1024 * 1024
 
 
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def format_seconds(value: float | None) -> str:
-    """Three significant digits in s, ms or µs."""
-    if value is None:
+    """Three significant digits in s, ms or µs; "-" for a value that is missing or not finite."""
+    if not _finite(value):
         return "-"
     for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if abs(value) >= scale or unit == "µs":
+        if abs(value) >= 0.9995 * scale or unit == "µs":  # 999.6 µs rounds to "1 ms", not "1e+03 µs"
             return f"{value / scale:.3g} {unit}"
     raise AssertionError("unreachable")
 
 
 def format_bytes(value: float | None, signed: bool = False) -> str:
-    if value is None:
+    if not _finite(value):
         return "-"
-    return f"{value / MIB:+.0f} MiB" if signed else f"{value / MIB:.0f} MiB"
+    return f"{round(value / MIB):+d} MiB" if signed else f"{value / MIB:.0f} MiB"  # round: no "-0 MiB"
 
 
 def format_percent(value: float | None, signed: bool = True) -> str:
-    if value is None:
+    if not _finite(value):
         return "-"
     return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
+    return f"{value:.{digits}g}" if _finite(value) else "-"
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool) -> str:
@@ -67,27 +73,75 @@ def _memory_cell(comparison) -> str:
     return "; ".join(parts) or "-"
 
 
+OUTCOME_WORDS = {"pass": "PASS", "fail": "FAIL", "undecided": "UNDECIDED"}
+FIGURE_CELLS = {ALL_RUNS: "all runs", FAST_HOST: "fast host", PER_PROBE: "÷ probe"}
+
+
 def headline(result: GateResult) -> str:
     counts = [f"{result.count(v)} {v.value}" for v in Verdict if result.count(v)]
     if result.backend_failures:
         counts.append(f"{len(result.backend_failures)} required backend(s) without results")
-    return f"perfsuite compare: {'FAIL' if result.failed else 'PASS'} ({', '.join(counts) or 'no benchmarks'})"
+    return (f"perfsuite compare: {OUTCOME_WORDS[result.outcome]} ({', '.join(counts) or 'no benchmarks'}; "
+            f"exit {result.exit_code})")
+
+
+def _method(result: GateResult) -> str:
+    s = result.settings
+    return (f"runs: baseline {len(result.baseline_runs)}, new {len(result.new_runs)}; per-run {s.statistic}; "
+            f"one-sided t-test on log values, Benjamini-Hochberg over {result.family_size} rows at "
+            f"alpha {s.alpha:g}; threshold {s.threshold:.1%} (changes called from {s.min_effect:.1%}); "
+            f"MDE at {s.power:.0%} power")
+
+
+def _conclusions(result: GateResult) -> list[str]:
+    """What the outcome means, in words, where it is not a plain pass or fail."""
+    lines = []
+    if result.comparisons and all(c.time is None or c.time.p_slower is None for c in result.comparisons
+                                  if c.verdict not in (Verdict.NEW, Verdict.MISSING, Verdict.FAILED)):
+        lines.append("One run a side: without run-to-run spread no change can be told from noise. Nothing is "
+                     f"called regressed or improved; rows beyond the {result.settings.threshold:.0%} threshold are "
+                     "inconclusive, the rest unresolved (no change seen, none ruled out). Record 3+ runs a side "
+                     "for a verdict.")
+    if result.count(Verdict.INCONCLUSIVE):
+        action = {"undecided": "the gate is UNDECIDED (exit 3), not green",
+                  "fail": "counted as a failure (inconclusive = fail)",
+                  "pass": "counted as a pass (inconclusive = pass)"}[result.settings.inconclusive]
+        lines.append(f"{result.count(Verdict.INCONCLUSIVE)} row(s) could not tell a change from noise: {action}.")
+    if result.count(Verdict.UNRESOLVED):
+        lines.append(f"{result.count(Verdict.UNRESOLVED)} row(s) cannot resolve the {result.settings.threshold:.0%} "
+                     "threshold (MDE above it, or unknown): no change seen, but one of threshold size could hide in "
+                     "their noise.")
+    return lines
+
+
+def _host_lines(result: GateResult) -> list[str]:
+    host = result.host
+    if host.fastest_s is None:
+        return ["host probe: not recorded (runs made before it existed, or --no-host-probe)"]
+    slow = [f"{side} {run.path.name} ({host.speeds[id(run)] / host.fastest_s:.2f}x)"
+            for side, runs in (("baseline", result.baseline_runs), ("new", result.new_runs))
+            for run in runs if host.is_slow(run)]
+    counted = sum(id(run) in host.speeds for run in [*result.baseline_runs, *result.new_runs])
+    text = (f"host probe: fastest {format_seconds(host.fastest_s)} over {counted} runs; slow host state "
+            f"(> {1 + result.settings.host_slow:.2f}x the fastest): ")
+    return [text + (", ".join(slow) + "; set aside in the rows compared on fast-host runs" if slow else "none")]
 
 
 def render_result(result: GateResult, markdown: bool = False) -> str:
-    """The whole report: verdict line, hardware, change under test, table, notes."""
-    settings = result.settings
+    """The whole report: outcome line, method, hardware, change under test, table, notes."""
     bold = (lambda s: f"**{s}**") if markdown else (lambda s: s)
     lines = [("### " if markdown else "") + headline(result), ""]
+    lines += [*_conclusions(result), *([""] if _conclusions(result) else [])]
     lines.append(f"{bold('hardware')}: {result.hardware.label} (`{result.hardware.id}`)" if markdown
                  else f"hardware: {result.hardware.label} ({result.hardware.id})")
     if result.hardware_mismatch:
         lines.append(f"{bold('hardware mismatch allowed')} (--allow-hardware-mismatch); numbers not comparable:")
         lines.append(render_table(["field", "baseline", "new"], result.hardware_mismatch, markdown))
-    lines.append(f"{bold('runs')}: baseline {len(result.baseline_runs)}, new {len(result.new_runs)}; per-run "
-                 f"{settings.statistic}; threshold {settings.threshold:.0%} (one run a side: "
-                 f"{settings.single_run_threshold:.0%}), one-sided Mann-Whitney U at alpha {settings.alpha:g}, "
-                 f"interval {1 - 2 * settings.alpha:.0%}")
+    if result.config_mismatch:
+        lines.append(f"{bold('configuration mismatch allowed')} (--allow-config-mismatch); numbers not comparable:")
+        lines.append(render_table(["field", "baseline", "new", "benchmarks"], result.config_mismatch, markdown))
+    lines.append(_method(result))
+    lines += _host_lines(result)
     if result.software_changes:
         lines += ["", bold("change under test") + " (software that differs):", ""]
         lines.append(render_table(["package", "baseline", "new"], result.software_changes, markdown))
@@ -98,21 +152,36 @@ def render_result(result: GateResult, markdown: bool = False) -> str:
     rows = []
     for c in result.comparisons:
         t = c.time
-        interval = f"{t.interval[0]:+.1%} .. {t.interval[1]:+.1%}" if t and t.interval else "-"
-        p = t.p_slower if t and t.effect >= 0 else t.p_faster if t else None
         verdict = c.verdict.value.upper() if c.verdict in FAILING else c.verdict.value
         if c.failing and c.verdict not in FAILING:
             verdict += ", MEMORY REGRESSED"
         rows.append([names[c.key], c.backend or "-", format_seconds(t.baseline_median if t else None),
-                     format_seconds(t.new_median if t else None), format_percent(t.effect if t else None), interval,
-                     format_number(p, 2), f"{len(t.baseline)}/{len(t.new)}" if t else "-", verdict, _memory_cell(c)])
-    lines += ["", render_table(["benchmark", "backend", "baseline", "new", "change", "interval", "p", "runs",
-                                "verdict", "memory"], rows, markdown)]
+                     format_seconds(t.new_median if t else None), format_percent(t.effect if t else None),
+                     format_percent(t.mde, signed=False) if t else "-", format_number(t.p_adjusted if t else None, 2),
+                     f"{len(t.baseline)}/{len(t.new)}" if t else "-", FIGURE_CELLS[t.figure] if t else "-", verdict,
+                     _memory_cell(c)])
+    lines += ["", render_table(["benchmark", "backend", "baseline", "new", "change", "MDE", "p (adj.)", "runs",
+                                "compared", "verdict", "memory"], rows, markdown)]
     if result.backend_failures:
         lines.append("")
         lines += [f"- FAIL: {failure}" for failure in result.backend_failures]
-    noted = [(names[c.key], note) for c in result.comparisons for note in c.notes]
+    noted = [(names[c.key], note) for c in result.comparisons for note in _row_notes(c)]
     if noted:
         lines += ["", bold("notes") + ":", *([""] if markdown else [])]
         lines += [f"- {name}: {note}" for name, note in noted]
     return "\n".join(lines) + "\n"
+
+
+def _row_notes(comparison) -> list[str]:
+    notes = list(comparison.notes)
+    t = comparison.time
+    if t and t.figure == PER_PROBE:
+        notes.append(f"compared per host probe (steadier in the baseline): {t.effect:+.1%}; host-inclusive "
+                     f"medians {t.raw_effect:+.1%}")
+    slow_host = [f"{entry.side} {Path(entry.run).name}" for entry in comparison.left_out
+                 if entry.reason.startswith("slow host state")]
+    if slow_host:
+        notes.append(f"{len(slow_host)} slow-host run(s) set aside ({', '.join(slow_host)}; see host probe)")
+    notes += [f"{entry.side} run {Path(entry.run).name} left out: {entry.reason}" for entry in comparison.left_out
+              if not entry.reason.startswith("slow host state")]
+    return notes

@@ -1,47 +1,63 @@
-"""The verdict per benchmark: regressed, improved, unchanged or inconclusive (or missing/failed).
+"""The verdict per benchmark, and of the whole gate run: pass, fail or undecided.
 
 Replicates are whole runs. Samples within one run share the machine's state during that run
-(clocks, placement, other tenants, allocator layout), so they are not independent evidence about
-the next run; only another run is. Each run contributes one number per benchmark (its median by
-default), and the two sides' numbers are compared with
+(clocks, placement, host speed, other tenants), so they are not independent evidence about the
+next run; only another run is. Each run contributes one number per benchmark (its median by
+default), and for each benchmark (row) the gate computes
 
-* an **effect size**: the relative change of the median over runs, new / baseline - 1; it must
-  exceed ``threshold`` (default 5%) to count;
-* a **test**: the one-sided Mann-Whitney U test of "new runs are slower" (or faster), exact for
-  small samples, at significance ``alpha`` (default 0.05). With 3 runs a side its smallest
-  possible p is 1/20 = 0.05, so 3 + 3 runs is the least that can pass the test at 0.05.
+* the **change**: median over new runs / median over baseline runs - 1;
+* a **test**: Student's two-sample t-test of "new runs are slower" (or faster) on the logarithms
+  of the per-run numbers, the spread pooled over both sides (so a single new run can be tested
+  against a baseline's spread). A rank test cannot serve: with 6 + 6 runs the exact Mann-Whitney
+  p is never below 1/924, above what a gate run of 15 rows needs of one row;
+* **one error rate for the whole gate run**: the rows' p-values are adjusted together
+  (Benjamini-Hochberg at ``alpha``, 1%). When nothing changed this bounds the chance that *any*
+  row is called by ``alpha``; when several rows change together (a slower kernel, a torch
+  upgrade) it still calls them, more easily than one alone;
+* the row's **minimum detectable effect** (MDE) from its run-to-run spread (the baseline's, or the
+  pooled one where larger: a few lucky baseline runs must not make a row look steadier than it
+  is): the slowdown called with probability ``power`` (95%) at the runs compared, were this the
+  only row to change (the test at alpha / rows, and the ``min_effect`` floor).
 
-Verdicts:
+Verdicts: ``regressed`` / ``improved`` when the adjusted test is significant and the change exceeds
+``min_effect`` (half the ``threshold``: a slowdown of threshold size is still called when it
+measures a little smaller); otherwise ``inconclusive`` ("could not tell") when the change is beyond
+both the threshold and the row's MDE (more than its noise explains, yet not significant);
+``unchanged`` when the row resolves the threshold (MDE <= threshold); else ``unresolved``: no change
+called, but the row's noise could hide one of threshold size (shown, with its MDE). With one run a
+side there is no run-to-run spread, no test and no MDE: nothing is called; changes beyond the
+threshold are inconclusive, the rest unresolved.
 
-* ``regressed`` / ``improved``: the effect exceeds the threshold and the test is significant;
-* ``unchanged``: the effect is within the threshold;
-* ``inconclusive``: the effect exceeds the threshold but the test is not significant (noise this
-  large needs more runs), or most runs of a side were spoiled (below);
-* with too few runs for the test (one run on a side, or 2 + 2), the verdict rests on the effect
-  alone, says so, and needs the larger ``single_run_threshold`` (default 3 x threshold = 15%),
-  or more where the runs themselves are noisier than that: the spread (max/min) of a side's runs,
-  or 3 x the largest within-run CV (samples of one run are not independent evidence about the
-  next run, but a run that scattered widely was measured on a noisy machine);
-* ``missing``: in the baseline but absent from a new run (skipped or broken), ``failed``: the new
-  run's test failed. Both fail the gate, like ``regressed``: a broken backend must never pass.
+Runs are left out of a row, with the reason shown and recorded: a run whose measurement was
+throttled or shared its GPU, or shared the CPU with other processes beyond ``host_contention``; if
+most of a side was spoiled the row is inconclusive. **Host state**: a run's host speed is the
+median of its rows' host probes (a host-bound control timed between the rounds); a run more than
+``host_slow`` (25%) slower than the fastest run of either side landed in a slow host state. Each
+row is compared on one *figure*, chosen from the baseline alone (never from the new runs' numbers):
 
-Spoiled runs are left out: a run whose measurement of the benchmark was throttled (GPU thermal or
-hardware slowdown), shared the GPU with another process, or shared the CPU with other processes
-using more than ``host_contention`` (10%) of its capacity (see ``telemetry``). The remaining runs
-are compared, under the rules above for their number; if more than half of a side's runs were
-spoiled, the verdict is inconclusive whatever the numbers say.
+* ``all runs``: the per-run numbers of every run, where no run is slow, or where the baseline's
+  slow-host runs are within 2 x threshold of its fast-host runs (a device-bound row);
+* ``fast-host runs``: the slow-host runs set aside, where the baseline's slow-host runs are slower
+  than that (a host-bound row), or where only the new side has slow-host runs (nothing shows the
+  row is immune);
+* ``per host probe``: each run's number divided by its own probe (unitless), for a host-bound row
+  whose baseline MDE that at least halves.
 
-The interval shown with each effect is the exact distribution-free confidence interval of the
-shift in log time (Hodges-Lehmann, by inverting the same U test), two-sided 1 - 2*alpha.
+The headline figures stay the host-inclusive medians. A side left without runs is inconclusive.
 
-Memory (peak GPU memory and the runner's host RSS growth) is compared by the median over runs:
-a growth beyond ``memory_threshold`` and ``memory_floor_bytes`` regresses.
+The whole gate: ``fail`` (exit 1) on any regressed, missing or failed row, memory regression or
+required backend without results; else ``undecided`` (exit 3; the ``inconclusive`` setting can
+make it fail or pass instead) on any inconclusive row; else ``pass`` (exit 0).
+
+Memory (peak GPU memory and the runner's host RSS growth) is compared by the median over runs
+of the finite values: a growth beyond ``memory_threshold`` and ``memory_floor_bytes`` regresses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 import re
 import statistics
@@ -51,17 +67,25 @@ from typing import Any
 
 from perfsuite.errors import InputError
 from perfsuite.gate.hardware import HardwareFingerprint, mismatches
-from perfsuite.gate.runs import BenchmarkRecord, SavedRun, per_run_values
+from perfsuite.gate.runs import BenchmarkRecord, SavedRun
 from perfsuite.gate.settings import GateSettings
 
 MEMORY_METRICS = {"peak_gpu_memory_bytes": "GPU peak", "host_rss_delta_bytes": "host RSS growth"}
+#: the run configuration (``results.run_fields``) both sides of a row must share
+CONFIG_FIELDS = ("model", "weights_fingerprint", "transform", "precision", "numeric_mode", "tf32",
+                 "cudnn_benchmark", "batch_size")
+ALL_RUNS, FAST_HOST, PER_PROBE = "all runs", "fast-host runs", "per host probe"
+EXIT_CODES = {"pass": 0, "fail": 1, "undecided": 3}
+FIGURE_MARGIN = 0.5
+HOST_BOUND_FACTOR = 2
 
 
 class Verdict(str, enum.Enum):
     REGRESSED = "regressed"
     IMPROVED = "improved"
     UNCHANGED = "unchanged"
-    INCONCLUSIVE = "inconclusive"
+    UNRESOLVED = "unresolved"  # no change called, but the row cannot resolve the threshold
+    INCONCLUSIVE = "inconclusive"  # could not tell
     MISSING = "missing"
     FAILED = "failed"
     NEW = "new"  # only in the new runs; nothing to compare with
@@ -81,70 +105,95 @@ class HardwareMismatch(InputError):
         self.rows = rows
 
 
+class ConfigMismatch(InputError):
+    """Rows were run with different configurations; ``rows`` lists (field, baseline, new, benchmarks)."""
+
+    def __init__(self, message: str, rows: list[tuple[str, str, str, str]]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
 # -- statistics ----------------------------------------------------------------------------------
 
 
-def _scipy_stats():
+def _scipy():
     try:
-        from scipy import stats
+        import scipy.optimize
+        import scipy.special
+        import scipy.stats
     except ImportError as exc:
         raise InputError("the gate's statistics need scipy (pip install 'perfsuite[report]')") from exc
-    return stats
+    return scipy
 
 
-@lru_cache(maxsize=256)
-def u_null_counts(m: int, n: int) -> tuple[int, ...]:
-    """Under H0 (no ties), how many of the C(m+n, m) orderings give U = 0, 1, ..., m*n.
-
-    U counts pairs (x, y), x from the sample of size m, with x > y. Recurrence on the largest
-    element: it is an x (adds n to U) or a y (adds nothing).
-    """
-    table = {(0, j): (1,) for j in range(n + 1)}
-    for i in range(1, m + 1):
-        table[(i, 0)] = (1,)
-        for j in range(1, n + 1):
-            with_x, with_y = table[(i - 1, j)], table[(i, j - 1)]
-            counts = [0] * (i * j + 1)
-            for u, c in enumerate(with_x):
-                counts[u + j] += c
-            for u, c in enumerate(with_y):
-                counts[u] += c
-            table[(i, j)] = tuple(counts)
-    return table[(m, n)]
+#: fewer runs than this give no usable estimate of a spread (two runs' difference is mostly luck)
+MIN_RUNS_FOR_SPREAD = 3
 
 
-def smallest_p(m: int, n: int) -> float:
-    """The smallest one-sided p-value the exact U test can give with m and n runs."""
-    return 1 / math.comb(m + n, m)
+def log_spread(values: Sequence[float]) -> float | None:
+    """Run-to-run spread: the standard deviation of the log values (about the CV); None below
+    ``MIN_RUNS_FOR_SPREAD`` runs."""
+    return statistics.stdev(math.log(v) for v in values) if len(values) >= MIN_RUNS_FOR_SPREAD else None
 
 
-def upper_critical_u(m: int, n: int, alpha: float) -> int | None:
-    """The smallest u with P(U >= u) <= alpha under H0, or None when no u is that rare."""
-    counts = u_null_counts(m, n)
-    total = sum(counts)
-    tail = 0
-    critical = None
-    for u in range(len(counts) - 1, -1, -1):
-        tail += counts[u]
-        if tail / total > alpha + 1e-12:
-            break
-        critical = u
-    return critical
+@dataclasses.dataclass(frozen=True)
+class TTest:
+    """Student's two-sample t-test of log new vs log baseline values, spread pooled over both sides."""
+
+    p_slower: float  # one-sided: new slower
+    p_faster: float
+    pooled_spread: float  # SD of the log values about their side's mean, both sides pooled
+    df: int
 
 
-def shift_interval(new: Sequence[float], base: Sequence[float], alpha: float) -> tuple[float, float] | None:
-    """Two-sided 1 - 2*alpha confidence interval of the location shift new - base (exact, by
-    inverting the one-sided U tests: the bounds are order statistics of the pairwise differences)."""
-    critical = upper_critical_u(len(new), len(base), alpha)
-    if critical is None:
+def t_test(baseline: Sequence[float], new: Sequence[float]) -> TTest | None:
+    """The test (scipy.stats.ttest_ind's pooled form, computed directly: the simulation runs it a
+    million times); None without any run-to-run spread (one run a side, or identical runs). Pooled:
+    both sides ran on one machine, so under "no change" they are one distribution, and a side of
+    one run can still be tested against the other side's spread."""
+    logs_new, logs_base = [math.log(v) for v in new], [math.log(v) for v in baseline]
+    df = len(logs_new) + len(logs_base) - 2
+    if df < 1:
         return None
-    differences = sorted(x - y for x in new for y in base)
-    return differences[len(differences) - critical], differences[critical - 1]
+    mean_new, mean_base = statistics.fmean(logs_new), statistics.fmean(logs_base)
+    squares = sum((v - mean_new) ** 2 for v in logs_new) + sum((v - mean_base) ** 2 for v in logs_base)
+    spread = math.sqrt(squares / df)
+    if spread == 0:
+        return None
+    t = (mean_new - mean_base) / (spread * math.sqrt(1 / len(logs_new) + 1 / len(logs_base)))
+    p_slower = float(_scipy().special.stdtr(df, -t))
+    return TTest(p_slower, 1 - p_slower, spread, df)
 
 
-def one_sided_p(new: Sequence[float], base: Sequence[float], alternative: str) -> float:
-    """Mann-Whitney U p-value that ``new`` is stochastically greater/less than ``base``."""
-    return float(_scipy_stats().mannwhitneyu(new, base, alternative=alternative, method="auto").pvalue)
+@lru_cache(maxsize=4096)
+def detectable_shift(alpha: float, power: float, df: int) -> float:
+    """The true shift, in standard errors, that the one-sided t-test at ``alpha`` with ``df`` degrees
+    of freedom detects with probability ``power`` (solved on the noncentral t distribution)."""
+    scipy = _scipy()
+    critical = float(scipy.stats.t.ppf(1 - alpha, df))
+    high = critical + 10
+    while scipy.stats.nct.sf(critical, df, high) < power:
+        high *= 2
+    return float(scipy.optimize.brentq(lambda shift: scipy.stats.nct.sf(critical, df, shift) - power, 0, high))
+
+
+def minimum_detectable_effect(spread: float | None, n_baseline: int, n_new: int, alpha: float, power: float,
+                              min_effect: float) -> float | None:
+    """The slowdown called with probability ``power``: significant in the one-sided t-test at ``alpha``
+    and measured beyond ``min_effect``, for runs whose log values scatter by ``spread``."""
+    if spread is None or n_new < 1 or n_baseline + n_new < 3:
+        return None
+    df = n_baseline + n_new - 2
+    standard_error = spread * math.sqrt(1 / n_baseline + 1 / n_new)
+    beyond_floor = math.log1p(min_effect) + float(_scipy().stats.t.ppf(power, df)) * standard_error
+    return math.expm1(max(detectable_shift(alpha, power, df) * standard_error, beyond_floor))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Adjusted p-values: a row is significant for the whole gate run when its adjusted p <= alpha."""
+    if not p_values:
+        return []
+    return [float(p) for p in _scipy().stats.false_discovery_control(list(p_values), method="bh")]
 
 
 # -- comparisons ---------------------------------------------------------------------------------
@@ -152,13 +201,20 @@ def one_sided_p(new: Sequence[float], base: Sequence[float], alternative: str) -
 
 @dataclasses.dataclass(frozen=True)
 class TimeComparison:
-    baseline: tuple[float, ...]  # per-run statistic, seconds
+    figure: str  # ALL_RUNS, FAST_HOST or PER_PROBE
+    baseline: tuple[float, ...]  # per-run statistic of the compared runs, seconds (the headline figures)
     new: tuple[float, ...]
-    effect: float  # median(new) / median(baseline) - 1
-    interval: tuple[float, float] | None  # of the ratio - 1, from the log-shift interval
-    p_slower: float | None
+    baseline_compared: tuple[float, ...]  # what the test compares: the same, or divided by each run's probe
+    new_compared: tuple[float, ...]
+    effect: float  # of the compared figure: median(new) / median(baseline) - 1
+    raw_effect: float  # of the headline figures
+    baseline_spread: float | None  # SD of the log compared baseline values (None below MIN_RUNS_FOR_SPREAD)
+    pooled_spread: float | None  # the test's: both sides pooled
+    mde: float | None  # from the baseline spread, or the pooled one where larger
+    p_slower: float | None  # one-sided, this row alone
     p_faster: float | None
-    testable: bool  # enough runs for the U test to reach alpha
+    p_slower_adjusted: float | None = None  # Benjamini-Hochberg over the gate run's rows
+    p_faster_adjusted: float | None = None
 
     @property
     def baseline_median(self) -> float:
@@ -167,6 +223,11 @@ class TimeComparison:
     @property
     def new_median(self) -> float:
         return statistics.median(self.new)
+
+    @property
+    def p_adjusted(self) -> float | None:
+        """The adjusted p-value in the direction of the change."""
+        return self.p_slower_adjusted if self.effect >= 0 else self.p_faster_adjusted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +246,15 @@ class MemoryComparison:
         return self.new - self.baseline
 
 
+@dataclasses.dataclass(frozen=True)
+class LeftOut:
+    """A run left out of one row's comparison, and why."""
+
+    side: str  # "baseline" or "new"
+    run: str  # the run's file
+    reason: str
+
+
 @dataclasses.dataclass
 class BenchmarkComparison:
     key: str
@@ -193,11 +263,24 @@ class BenchmarkComparison:
     verdict: Verdict
     time: TimeComparison | None = None
     memory: list[MemoryComparison] = dataclasses.field(default_factory=list)
+    left_out: list[LeftOut] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failing(self) -> bool:
         return self.verdict in FAILING or any(m.verdict is Verdict.REGRESSED for m in self.memory)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostState:
+    """Every run's host speed (median host probe, seconds) and which runs landed in a slow host state."""
+
+    speeds: dict[int, float]  # id(run) -> host speed
+    slow: dict[int, str]  # id(run) -> why it counts as slow
+    fastest_s: float | None
+
+    def is_slow(self, run: SavedRun) -> bool:
+        return id(run) in self.slow
 
 
 @dataclasses.dataclass
@@ -208,35 +291,58 @@ class GateResult:
     comparisons: list[BenchmarkComparison]
     hardware: HardwareFingerprint
     hardware_mismatch: list[tuple[str, Any, Any]]  # non-empty only with --allow-hardware-mismatch
+    config_mismatch: list[tuple[str, str, str, str]]  # non-empty only with --allow-config-mismatch
     software_changes: list[tuple[str, str, str]]  # (package, baseline, new) where they differ
     software_same: dict[str, str]
     backend_failures: list[str]
+    host: HostState
+    family_size: int  # rows compared on time: the MDE assumes the test at alpha / family_size
 
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.comparisons)
 
     @property
+    def outcome(self) -> str:
+        """One of "pass", "fail", "undecided" (see the module docstring)."""
+        if self.backend_failures or any(c.failing for c in self.comparisons):
+            return "fail"
+        return self.settings.inconclusive if self.count(Verdict.INCONCLUSIVE) else "pass"
+
+    @property
     def failed(self) -> bool:
-        inconclusive = self.settings.fail_on_inconclusive and self.count(Verdict.INCONCLUSIVE) > 0
-        return bool(self.backend_failures) or inconclusive or any(c.failing for c in self.comparisons)
+        return self.outcome == "fail"
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return EXIT_CODES[self.outcome]
 
     def as_dict(self) -> dict[str, Any]:
         def comparison(c: BenchmarkComparison) -> dict[str, Any]:
             return {"key": c.key, "name": c.name, "backend": c.backend, "verdict": c.verdict.value,
                     "failing": c.failing, "notes": c.notes,
                     "time": dataclasses.asdict(c.time) if c.time else None,
+                    "left_out": [dataclasses.asdict(entry) for entry in c.left_out],
                     "memory": [{"metric": m.metric, "baseline": m.baseline, "new": m.new, "verdict": m.verdict.value}
                                for m in c.memory]}
 
+        def host_run(side: str, run: SavedRun) -> dict[str, Any]:
+            return {"side": side, "run": str(run.path), "host_probe_s": self.host.speeds.get(id(run)),
+                    "slow_host": self.host.slow.get(id(run))}
+
         return {
-            "passed": not self.failed, "settings": self.settings.as_dict(),
+            "passed": self.outcome == "pass", "outcome": self.outcome, "exit_code": self.exit_code,
+            "settings": self.settings.as_dict(),
+            "statistics": {"test": "one-sided Student t-test (pooled) on log per-run values",
+                           "multiplicity": "Benjamini-Hochberg", "family_size": self.family_size,
+                           "mde_alpha": self.settings.alpha / max(self.family_size, 1),
+                           "mde_power": self.settings.power},
             "hardware": {"id": self.hardware.id, "label": self.hardware.label, **self.hardware.as_dict()},
             "hardware_mismatch": [list(row) for row in self.hardware_mismatch],
+            "config_mismatch": [list(row) for row in self.config_mismatch],
             "software_changes": [list(row) for row in self.software_changes],
+            "host_state": {"fastest_s": self.host.fastest_s, "slow_factor": 1 + self.settings.host_slow,
+                           "runs": [*(host_run("baseline", r) for r in self.baseline_runs),
+                                    *(host_run("new", r) for r in self.new_runs)]},
             "baseline_runs": [str(r.path) for r in self.baseline_runs],
             "new_runs": [str(r.path) for r in self.new_runs],
             "backend_failures": self.backend_failures,
@@ -245,62 +351,32 @@ class GateResult:
         }
 
 
-def effect_needed_without_test(baseline: Sequence[float], new: Sequence[float], settings: GateSettings,
-                               within_run_cv: float | None = None) -> tuple[float, str]:
-    """The change a comparison without a test must exceed, and why: the single-run threshold, or more
-    when the runs show more noise than that (the spread of a side's runs, 3 x a run's own CV)."""
-    needed, reason = settings.single_run_threshold, "the single-run threshold"
-    for side, values in (("baseline", baseline), ("new", new)):
-        if len(values) >= 2 and max(values) / min(values) - 1 > needed:
-            needed, reason = max(values) / min(values) - 1, f"the spread of the {side} runs"
-    if within_run_cv is not None and 3 * within_run_cv > needed:
-        needed, reason = 3 * within_run_cv, f"3 x the within-run CV ({within_run_cv:.1%})"
-    return needed, reason
-
-
-def compare_times(baseline: Sequence[float], new: Sequence[float], settings: GateSettings,
-                  within_run_cv: float | None = None) -> tuple[TimeComparison, Verdict, list[str]]:
-    """Effect, interval, tests and verdict of one benchmark's per-run times.
-
-    ``within_run_cv``: the largest CV of the runs' own rounds, used only when there are too few
-    runs for the test (a noisy single run needs a correspondingly larger change).
-    """
-    effect = statistics.median(new) / statistics.median(baseline) - 1
-    testable = smallest_p(len(new), len(baseline)) <= settings.alpha + 1e-12
-    log_new, log_base = [math.log(v) for v in new], [math.log(v) for v in baseline]
-    shift = shift_interval(log_new, log_base, settings.alpha) if testable else None
-    interval = (math.exp(shift[0]) - 1, math.exp(shift[1]) - 1) if shift else None
-    p_slower = one_sided_p(new, baseline, "greater") if testable else None
-    p_faster = one_sided_p(new, baseline, "less") if testable else None
-    comparison = TimeComparison(tuple(baseline), tuple(new), effect, interval, p_slower, p_faster, testable)
-    notes: list[str] = []
-    if abs(effect) <= settings.threshold:
-        return comparison, Verdict.UNCHANGED, notes
+def decide(time: TimeComparison, settings: GateSettings) -> tuple[Verdict, str | None]:
+    """A row's verdict from its change, adjusted test and MDE (see the module docstring), and why."""
+    effect = time.effect
+    significant = time.p_adjusted is not None and time.p_adjusted <= settings.alpha
+    if significant and abs(effect) > settings.min_effect:
+        return (Verdict.REGRESSED if effect > 0 else Verdict.IMPROVED), None
     direction = "slower" if effect > 0 else "faster"
-    if testable:
-        p = p_slower if effect > 0 else p_faster
-        if p <= settings.alpha:
-            return comparison, Verdict.REGRESSED if effect > 0 else Verdict.IMPROVED, notes
-        notes.append(f"{abs(effect):.1%} {direction} but not significant (p = {p:.3f} > {settings.alpha:g} with "
-                     f"{len(baseline)} vs {len(new)} runs); record more runs")
-        return comparison, Verdict.INCONCLUSIVE, notes
-    needed, reason = effect_needed_without_test(baseline, new, settings, within_run_cv)
-    if abs(effect) > needed:
-        return comparison, Verdict.REGRESSED if effect > 0 else Verdict.IMPROVED, notes
-    notes.append(f"{abs(effect):.1%} {direction}: with this few runs a change must exceed {needed:.0%} "
-                 f"({reason})")
-    return comparison, Verdict.INCONCLUSIVE, notes
-
-
-def few_runs_note(baseline: int, new: int, settings: GateSettings) -> str:
-    if min(baseline, new) == 1:
-        side = "the baseline" if baseline == 1 else "the new side"
-        if baseline == new:
-            side = "each side"
-        return (f"verdict rests on one run ({side} has 1); no statistical test, needs > "
-                f"{settings.single_run_threshold:.0%} to call a change")
-    return (f"{baseline} vs {new} runs are too few for the U test at alpha {settings.alpha:g} "
-            f"(smallest p {smallest_p(baseline, new):.3f}); needs > {settings.single_run_threshold:.0%}")
+    if time.p_adjusted is None:
+        why = "one run a side" if len(time.baseline) == len(time.new) == 1 else "identical runs"
+        if abs(effect) > settings.threshold:
+            return Verdict.INCONCLUSIVE, (f"{abs(effect):.1%} {direction}, but without run-to-run spread ({why}) a "
+                                          "change cannot be told from noise: could not tell")
+        return Verdict.UNRESOLVED, f"no run-to-run spread ({why}): no test, no MDE; nothing can be called"
+    if time.mde is not None and abs(effect) > max(settings.threshold, time.mde):
+        return Verdict.INCONCLUSIVE, (f"{abs(effect):.1%} {direction}, beyond the threshold and this row's MDE, but "
+                                      f"not significant (adjusted p = {time.p_adjusted:.3f} > {settings.alpha:g}): "
+                                      "could not tell; record more runs")
+    if significant:
+        return Verdict.UNCHANGED, f"significant but {abs(effect):.1%}, below min_effect {settings.min_effect:.1%}"
+    if time.mde is not None and time.mde <= settings.threshold:
+        return Verdict.UNCHANGED, None
+    if time.mde is None:
+        return Verdict.UNRESOLVED, (f"the baseline has fewer than {MIN_RUNS_FOR_SPREAD} runs compared: its "
+                                    "run-to-run spread, hence the MDE, is unknown")
+    return Verdict.UNRESOLVED, (f"MDE {time.mde:.1%} > threshold {settings.threshold:.0%}: this row's run-to-run "
+                                "noise hides changes of threshold size; record more runs")
 
 
 def compare_memory(metric: str, baseline: Sequence[float], new: Sequence[float],
@@ -310,6 +386,28 @@ def compare_memory(metric: str, baseline: Sequence[float], new: Sequence[float],
     change = new_value - base_value
     verdict = Verdict.REGRESSED if change > allowed else Verdict.IMPROVED if change < -allowed else Verdict.UNCHANGED
     return MemoryComparison(metric, base_value, new_value, verdict)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _memory(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], settings: GateSettings,
+            result: BenchmarkComparison) -> None:
+    for metric, label in MEMORY_METRICS.items():
+        sides = {}
+        for side, runs in (("baseline", baseline_runs), ("new", new_runs)):
+            values = [run.benchmarks[key].extra_info.get(metric) for run in runs]
+            sides[side] = [float(v) for v in values if _finite(v)]
+            bad = [f"{run.path.name} ({value!r})" for run, value in zip(runs, values)
+                   if value is not None and not _finite(value)]
+            if bad:
+                result.notes.append(f"{label} left out of {side} run(s) {', '.join(bad)}: not a finite number")
+        if sides["baseline"] and sides["new"]:
+            result.memory.append(compare_memory(metric, sides["baseline"], sides["new"], settings))
+        elif sides["baseline"] or sides["new"]:
+            missing = "new" if sides["baseline"] else "baseline"
+            result.notes.append(f"{label} not compared: no finite value in the {missing} runs")
 
 
 def run_problem(record: BenchmarkRecord, settings: GateSettings) -> str | None:
@@ -324,23 +422,6 @@ def run_problem(record: BenchmarkRecord, settings: GateSettings) -> str | None:
     if fraction is not None and fraction > settings.host_contention:
         return f"other processes used {fraction:.0%} of the CPU (> {settings.host_contention:.0%})"
     return None
-
-
-def _clean_runs(runs: Sequence[SavedRun], key: str, side: str, settings: GateSettings,
-                notes: list[str]) -> tuple[list[SavedRun], bool]:
-    """The runs whose measurement of ``key`` is trustworthy, and whether too many were not."""
-    kept = []
-    for run in runs:
-        problem = run_problem(run.benchmarks[key], settings)
-        if problem:
-            notes.append(f"{side} run {run.path.name} left out: {problem}")
-        else:
-            kept.append(run)
-    spoiled = 2 * (len(runs) - len(kept)) > len(runs)
-    if spoiled:
-        notes.append(f"{len(runs) - len(kept)} of {len(runs)} {side} runs were throttled or shared their machine: "
-                     "inconclusive")
-    return kept, spoiled
 
 
 def _stability_note(runs: Sequence[SavedRun], key: str, side: str, threshold: float) -> str | None:
@@ -361,8 +442,69 @@ def _absence_reason(run: SavedRun, key: str) -> str:
     return f"absent from {run.path.name} (not collected: deselected, renamed or the test was removed)"
 
 
-def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun],
-                 settings: GateSettings) -> BenchmarkComparison:
+def host_state(runs: Sequence[SavedRun], settings: GateSettings) -> HostState:
+    """Runs (of both sides) whose host probe is more than ``host_slow`` slower than the fastest run's."""
+    speeds = {id(run): run.host_speed_s for run in runs if run.host_speed_s is not None}
+    if not speeds:
+        return HostState({}, {}, None)
+    fastest = min(speeds.values())
+    limit = 1 + settings.host_slow
+    slow = {rid: f"slow host state: host probe {speed / fastest:.2f}x the fastest run's (> {limit:.2f}x)"
+            for rid, speed in speeds.items() if speed > fastest * limit}
+    return HostState(speeds, slow, fastest)
+
+
+def _figure_values(figure: str, runs: Sequence[SavedRun], key: str, statistic: str) -> list[float]:
+    values = [run.benchmarks[key].statistic(statistic) for run in runs]
+    if figure == PER_PROBE:
+        return [value / run.benchmarks[key].host_probe_s for value, run in zip(values, runs)]
+    return values
+
+
+def choose_figure(key: str, baseline: Sequence[SavedRun], new: Sequence[SavedRun], host: HostState,
+                  settings: GateSettings, mde_alpha: float) -> tuple[str, list[SavedRun], list[SavedRun]]:
+    """The figure a row is compared on and the runs it keeps, chosen from the baseline alone (see the
+    module docstring). Choosing by spread alone would favour whichever candidate happened to scatter
+    least in a few runs, and the test would then claim more than it knows; so the host state decides
+    by how much it slows the row (more than ``HOST_BOUND_FACTOR`` x threshold: host-bound), and only a
+    host-bound row may be compared per probe, when that at least halves its MDE (``FIGURE_MARGIN``)."""
+    fast = [run for run in baseline if not host.is_slow(run)]
+    slow = [run for run in baseline if host.is_slow(run)]
+    if not any(host.is_slow(run) for run in [*baseline, *new]):
+        return ALL_RUNS, list(baseline), list(new)
+    if fast and slow:  # the baseline shows what the slow host state does to this row
+        slowdown = statistics.median(_figure_values(ALL_RUNS, slow, key, settings.statistic)) / statistics.median(
+            _figure_values(ALL_RUNS, fast, key, settings.statistic)) - 1
+        if slowdown <= HOST_BOUND_FACTOR * settings.threshold:
+            return ALL_RUNS, list(baseline), list(new)
+        if all(run.benchmarks[key].host_probe_s is not None for run in [*baseline, *new]):
+            def baseline_mde(figure: str, runs: Sequence[SavedRun]) -> float:
+                spread = log_spread(_figure_values(figure, runs, key, settings.statistic))
+                mde = minimum_detectable_effect(spread, len(runs), len(runs), mde_alpha, settings.power,
+                                                settings.min_effect)
+                return math.inf if mde is None else mde
+
+            if baseline_mde(PER_PROBE, baseline) < FIGURE_MARGIN * baseline_mde(FAST_HOST, fast):
+                return PER_PROBE, list(baseline), list(new)
+    return FAST_HOST, fast, [run for run in new if not host.is_slow(run)]
+
+
+def _clean_runs(runs: Sequence[SavedRun], key: str, side: str, settings: GateSettings,
+                left_out: list[LeftOut]) -> list[SavedRun]:
+    """The runs whose measurement of ``key`` is trustworthy."""
+    kept = []
+    for run in runs:
+        problem = run_problem(run.benchmarks[key], settings)
+        if problem:
+            left_out.append(LeftOut(side, str(run.path), problem))
+        else:
+            kept.append(run)
+    return kept
+
+
+def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], host: HostState,
+                 settings: GateSettings, mde_alpha: float) -> BenchmarkComparison:
+    """One row up to its test; rows still to be decided have ``time`` and a provisional UNCHANGED."""
     sample = next(run.benchmarks[key] for run in [*baseline_runs, *new_runs] if key in run.benchmarks)
     result = BenchmarkComparison(key, sample.name, sample.backend, Verdict.UNCHANGED)
     in_baseline = [run for run in baseline_runs if key in run.benchmarks]
@@ -379,29 +521,45 @@ def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence
         result.verdict = Verdict.FAILED
         result.notes.extend(_absence_reason(run, key) for run in failed)
         return result
-    left_out: list[str] = []
-    clean_base, base_spoiled = _clean_runs(in_baseline, key, "baseline", settings, left_out)
-    clean_new, new_spoiled = _clean_runs(new_runs, key, "new", settings, left_out)
+    clean_base = _clean_runs(in_baseline, key, "baseline", settings, result.left_out)
+    clean_new = _clean_runs(new_runs, key, "new", settings, result.left_out)
     compared_base, compared_new = clean_base or in_baseline, clean_new or new_runs
-    base_values = per_run_values(compared_base, key, settings.statistic)
-    new_values = per_run_values(compared_new, key, settings.statistic)
-    cvs = [cv for run in [*compared_base, *compared_new] if (cv := run.benchmarks[key].cv) is not None]
-    result.time, result.verdict, notes = compare_times(base_values, new_values, settings, max(cvs, default=None))
-    if not result.time.testable:
-        result.notes.append(few_runs_note(len(base_values), len(new_values), settings))
-    result.notes.extend(notes)
-    result.notes.extend(left_out)
-    if base_spoiled or new_spoiled:
-        result.verdict = Verdict.INCONCLUSIVE
+    figure, kept_base, kept_new = choose_figure(key, compared_base, compared_new, host, settings, mde_alpha)
+    for side, before, after in (("baseline", compared_base, kept_base), ("new", compared_new, kept_new)):
+        kept_ids = {id(run) for run in after}
+        result.left_out.extend(LeftOut(side, str(run.path), host.slow[id(run)]) for run in before
+                               if id(run) not in kept_ids)
     for side, runs in (("baseline", baseline_runs), ("new", new_runs)):
         note = _stability_note(runs, key, side, settings.cv_threshold)
         if note:
             result.notes.append(note)
-    for metric in MEMORY_METRICS:
-        base_memory = [v for run in in_baseline if (v := run.benchmarks[key].extra_info.get(metric)) is not None]
-        new_memory = [v for run in new_runs if (v := run.benchmarks[key].extra_info.get(metric)) is not None]
-        if base_memory and new_memory:
-            result.memory.append(compare_memory(metric, base_memory, new_memory, settings))
+    _memory(key, in_baseline, new_runs, settings, result)
+    for side, runs, clean in (("baseline", in_baseline, clean_base), ("new", new_runs, clean_new)):
+        if 2 * (len(runs) - len(clean)) > len(runs):
+            result.verdict = Verdict.INCONCLUSIVE
+            result.notes.append(f"{len(runs) - len(clean)} of {len(runs)} {side} runs were throttled or shared their "
+                                "machine: could not tell")
+    for side, kept in (("baseline", kept_base), ("new", kept_new)):
+        if not kept:
+            result.verdict = Verdict.INCONCLUSIVE
+            result.notes.append(f"every {side} run landed in a slow host state: could not tell")
+    if not kept_base or not kept_new:
+        return result
+    base_raw = [run.benchmarks[key].statistic(settings.statistic) for run in kept_base]
+    new_raw = [run.benchmarks[key].statistic(settings.statistic) for run in kept_new]
+    base_values = _figure_values(figure, kept_base, key, settings.statistic)
+    new_values = _figure_values(figure, kept_new, key, settings.statistic)
+    spread = log_spread(base_values)
+    test = t_test(base_values, new_values)
+    pooled = test.pooled_spread if test else None
+    # A few lucky baseline runs must not make the row look steadier than this comparison shows it is.
+    mde = minimum_detectable_effect(None if spread is None else max(spread, pooled or 0.0), len(base_values),
+                                    len(new_values), mde_alpha, settings.power, settings.min_effect)
+    result.time = TimeComparison(
+        figure, tuple(base_raw), tuple(new_raw), tuple(base_values), tuple(new_values),
+        statistics.median(new_values) / statistics.median(base_values) - 1,
+        statistics.median(new_raw) / statistics.median(base_raw) - 1, spread, pooled, mde,
+        test.p_slower if test else None, test.p_faster if test else None)
     return result
 
 
@@ -448,17 +606,62 @@ def check_hardware(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRu
     return rows
 
 
+def _config_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+
+
+def check_config(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], keys: Sequence[str],
+                 allow_mismatch: bool) -> list[tuple[str, str, str, str]]:
+    """Rows (field, baseline, new, benchmarks) where a compared benchmark's run configuration differs
+    between the sides; fields a run did not record are unknown, not different."""
+    differing: dict[tuple[str, str, str], list[str]] = {}
+    for key in keys:
+        for field in CONFIG_FIELDS:
+            sides = [sorted({_config_text(value) for run in runs if key in run.benchmarks
+                             and (value := run.benchmarks[key].extra_info.get(field)) is not None})
+                     for runs in (baseline_runs, new_runs)]
+            if all(sides) and sides[0] != sides[1]:
+                differing.setdefault((field, " / ".join(sides[0]), " / ".join(sides[1])), []).append(key)
+    rows = []
+    for (field, base, new), benchmarks in differing.items():
+        names = [key.rsplit("::", 1)[-1] for key in benchmarks]
+        rows.append((field, base, new, f"{len(names)}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"))
+    if rows and not allow_mismatch:
+        widths = [max(len(row[i]) for row in [("field", "baseline", "new", ""), *rows]) for i in range(3)]
+        table = "\n".join(f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in
+                          [("field", "baseline", "new", "benchmarks"), *rows])
+        raise ConfigMismatch("BASELINE and NEW ran with different configurations, so their numbers are not "
+                             f"comparable (use --allow-config-mismatch to compare anyway):\n{table}", rows)
+    return rows
+
+
 def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], settings: GateSettings,
-                 allow_hardware_mismatch: bool = False) -> GateResult:
+                 allow_hardware_mismatch: bool = False, allow_config_mismatch: bool = False) -> GateResult:
     """The gate: every benchmark of either side, compared (see the module docstring)."""
     if not baseline_runs or not new_runs:
         raise InputError("compare: each side needs at least one run")
-    rows = check_hardware(baseline_runs, new_runs, allow_hardware_mismatch)
+    hardware_rows = check_hardware(baseline_runs, new_runs, allow_hardware_mismatch)
     keys = list(dict.fromkeys(key for run in [*baseline_runs, *new_runs] for key in run.benchmarks))
-    comparisons = [_compare_one(key, baseline_runs, new_runs, settings) for key in keys]
+    compared = [key for key in keys if any(key in run.benchmarks for run in baseline_runs)
+                and all(key in run.benchmarks for run in new_runs)]
+    config_rows = check_config(baseline_runs, new_runs, compared, allow_config_mismatch)
+    host = host_state([*baseline_runs, *new_runs], settings)
+    mde_alpha = settings.alpha / max(len(compared), 1)
+    comparisons = [_compare_one(key, baseline_runs, new_runs, host, settings, mde_alpha) for key in keys]
+    pending = [c for c in comparisons if c.time is not None and c.verdict is Verdict.UNCHANGED]
+    tested = [c for c in pending if c.time.p_slower is not None]
+    for direction in ("slower", "faster"):
+        adjusted = benjamini_hochberg([getattr(c.time, f"p_{direction}") for c in tested])
+        for c, value in zip(tested, adjusted):
+            c.time = dataclasses.replace(c.time, **{f"p_{direction}_adjusted": value})
+    for c in pending:
+        c.verdict, note = decide(c.time, settings)
+        if note:
+            c.notes.insert(0, note)
     before, after = _software(baseline_runs), _software(new_runs)
     changes = [(name, before.get(name, "-"), after.get(name, "-")) for name in dict.fromkeys([*before, *after])
                if before.get(name) != after.get(name)]
     same = {name: version for name, version in before.items() if after.get(name) == version}
     return GateResult(settings, list(baseline_runs), list(new_runs), comparisons, baseline_runs[0].fingerprint,
-                      rows, changes, same, _backend_failures(new_runs, settings.require_backends))
+                      hardware_rows, config_rows, changes, same, _backend_failures(new_runs, settings.require_backends),
+                      host, len(compared))
