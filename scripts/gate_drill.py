@@ -202,12 +202,15 @@ def record(folder: Path, runs: int, pytest_args: list[str], slowdown: dict[str, 
 
 
 def _gate(baseline: list, new: list, settings: Any) -> dict[str, Any]:
-    from perfsuite.gate.verdict import compare_runs
+    from perfsuite.gate.verdict import FAILING, compare_runs
 
     result = compare_runs(baseline, new, settings)
-    return {"failed": result.failed, "exit_code": result.exit_code,
+    return {"failed": result.failed, "exit_code": result.exit_code, "outcome": result.outcome,
+            # the slowed variant's extra buffer is a real memory growth too: count time verdicts apart
+            "failed_on_time": any(c.verdict in FAILING for c in result.comparisons),
+            "memory_regressed": any(m.verdict.value == "regressed" for c in result.comparisons for m in c.memory),
             "verdicts": {c.key: c.verdict.value for c in result.comparisons},
-            "mde": {c.key: getattr(c, "mde", None) for c in result.comparisons}}
+            "mde": {c.key: c.time.mde if c.time else None for c in result.comparisons}}
 
 
 def _cv(values: list[float]) -> float | None:
@@ -215,26 +218,24 @@ def _cv(values: list[float]) -> float | None:
 
 
 def row_facts(runs: dict[str, list], key: str) -> dict[str, Any]:
-    """Per-run medians, run-to-run spread raw and host-normalized, and the realized effect of the slowdown."""
-    def values(variant: str, normalized: bool) -> list[float]:
-        found = []
-        for run in runs[variant]:
-            record = run.benchmarks.get(key)
-            if record is None:
-                continue
-            probe = record.extra_info.get("host_probe") or {}
-            if normalized and not probe.get("median_s"):
-                continue
-            found.append(record.median_s / probe["median_s"] if normalized else record.median_s)
-        return found
+    """Per-run medians, run-to-run spread raw and at equal host speed, and the realized effect of the slowdown
+    (the gate's own test over all unchanged against all slowed runs)."""
+    from perfsuite.gate.verdict import baseline_spread, t_test
 
-    base, slowed = values("base", False), values("slowed", False)
-    base_norm = values("base", True)
+    def values(variant: str) -> tuple[list[float], list[float] | None]:
+        records = [run.benchmarks[key] for run in runs[variant] if key in run.benchmarks]
+        probes = [record.host_probe_s for record in records]
+        return [record.median_s for record in records], None if None in probes else probes
+
+    (base, base_probe), (slowed, slowed_probe) = values("base"), values("slowed")
+    test = t_test(base, slowed, base_probe, slowed_probe) if slowed and base_probe and slowed_probe else None
     sample = next(run.benchmarks[key] for run in runs["base"] if key in run.benchmarks)
     return {"kind": sample.kind, "batch_size": sample.extra_info.get("batch_size"),
             "base_median_s": statistics.median(base) if base else None,
-            "run_to_run_cv": _cv(base), "run_to_run_cv_normalized": _cv(base_norm),
+            "run_to_run_cv": _cv(base), "run_to_run_spread_adjusted": baseline_spread(base, base_probe),
             "realized_effect": statistics.median(slowed) / statistics.median(base) - 1 if base and slowed else None,
+            "realized_effect_adjusted": math.expm1(test.shift) if test else None,
+            "probe_slope": test.slope if test else None,
             "calls_per_round": (sample.extra_info.get("timing") or {}).get("calls_per_round"),
             "timer_overhead_fraction": (sample.extra_info.get("timing") or {}).get("timer_overhead_fraction")}
 
@@ -266,6 +267,9 @@ def analyze(folder: Path, sides: list[int], comparisons: int, seed: int) -> dict
             "comparisons": comparisons,
             "unchanged_gate_failures": sum(c["failed"] for c in unchanged),
             "changed_gate_failures": sum(c["failed"] for c in changed),
+            "unchanged_outcomes": {o: sum(c["outcome"] == o for c in unchanged) for o in ("pass", "undecided", "fail")},
+            "changed_gate_failures_on_time": sum(c["failed_on_time"] for c in changed),
+            "changed_memory_regressed": sum(c["memory_regressed"] for c in changed),
             "rows": {key: {
                 "unchanged_regressed": sum(c["verdicts"].get(key) == "regressed" for c in unchanged),
                 "changed_regressed": sum(c["verdicts"].get(key) == "regressed" for c in changed),
@@ -315,22 +319,26 @@ def markdown(summary: dict[str, Any], folder: Path) -> str:
         "",
         "## Whole gate",
         "",
-        "| runs per side | unchanged vs unchanged: gate FAILs | unchanged vs slowed: gate FAILs |",
-        "|---|---|---|",
+        "| runs per side | unchanged vs unchanged: FAIL / UNDECIDED / PASS | unchanged vs slowed: FAIL on a "
+        "latency row | (FAIL with memory: the slowed variant's buffer) |",
+        "|---|---|---|---|",
     ]
     for n, cell in summary["by_runs_per_side"].items():
-        lines.append(f"| {n} | {cell['unchanged_gate_failures']} of {cell['comparisons']} | "
+        outcomes = cell["unchanged_outcomes"]
+        lines.append(f"| {n} | {outcomes['fail']} / {outcomes['undecided']} / {outcomes['pass']} of "
+                     f"{cell['comparisons']} | {cell['changed_gate_failures_on_time']} of {cell['comparisons']} | "
                      f"{cell['changed_gate_failures']} of {cell['comparisons']} |")
     sides = list(summary["by_runs_per_side"])
     lines += ["", "## Per row", "",
-              "Run-to-run CV: of the per-run medians of the unchanged runs (raw; and divided by the run's "
-              "interleaved host probe). Realized: median over slowed runs / median over unchanged runs - 1. "
+              "Spread: run-to-run, of the unchanged runs' per-run medians (raw CV; and the residual SD at equal "
+              "host speed, as the gate tests them). Realized: the slowdown over all 10 + 10 runs, of the medians "
+              "and at equal host speed (the gate's estimate; slope: d log time / d log probe). "
               "Cells: unchanged comparisons called regressed / slowed comparisons called regressed (of each n's "
               "comparisons), "
               "and the row's minimum detectable effect (median over the comparisons).", "",
-              "| row | median | calls/round | CV raw | CV normalized | realized | "
-              + " | ".join(f"{n}+{n}: false / detected, MDE" for n in sides) + " |",
-              "|---|---|---|---|---|---|" + "---|" * len(sides)]
+              "| row | median | calls/round | spread raw | spread adjusted | realized raw | realized adjusted "
+              "(slope) | " + " | ".join(f"{n}+{n}: false / detected, MDE" for n in sides) + " |",
+              "|---|---|---|---|---|---|---|" + "---|" * len(sides)]
     for key, row in summary["rows"].items():
         cells = []
         for n in sides:
@@ -338,9 +346,11 @@ def markdown(summary: dict[str, Any], folder: Path) -> str:
             cells.append(f"{cell['unchanged_regressed']} / {cell['changed_regressed']}, "
                          f"{_plain_pct(cell['mde'], 0) if cell['mde'] is not None else '–'}")
         median = row["base_median_s"]
+        slope = f" ({row['probe_slope']:.2f})" if row["probe_slope"] is not None else ""
         lines.append(f"| `{key.split('::')[-1]}` | {median * 1e3:.3f} ms | {row['calls_per_round'] or '–'} | "
-                     f"{_plain_pct(row['run_to_run_cv'])} | {_plain_pct(row['run_to_run_cv_normalized'])} | "
-                     f"{_pct(row['realized_effect'])} | " + " | ".join(cells) + " |")
+                     f"{_plain_pct(row['run_to_run_cv'])} | {_plain_pct(row['run_to_run_spread_adjusted'])} | "
+                     f"{_pct(row['realized_effect'])} | {_pct(row['realized_effect_adjusted'])}{slope} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,9 +25,6 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
                                        f"t-tests (default {defaults.alpha})")
     group.add_argument("--power", help="power at which each row's MDE is stated "
                                        f"(default {_percent(defaults.power)})")
-    group.add_argument("--host-slow", dest="host_slow",
-                       help="a run whose host probe is this much slower than the fastest run's landed in a slow "
-                            f"host state and may be set aside (default {_percent(defaults.host_slow)})")
     group.add_argument("--inconclusive", choices=INCONCLUSIVE_ACTIONS,
                        help="what a row that could not tell a change from noise does to the gate: undecided "
                             "(exit 3, the default), fail (exit 1) or pass (exit 0)")
@@ -47,7 +44,7 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> GateSettings:
-    keys = ("threshold", "min_effect", "alpha", "power", "host_slow", "inconclusive", "memory_threshold",
+    keys = ("threshold", "min_effect", "alpha", "power", "inconclusive", "memory_threshold",
             "memory_floor_mib", "cv_threshold", "host_contention", "statistic", "require_backends")
     return settings_from_config(load_suite_config(), {key: getattr(args, key, None) for key in keys})
 

@@ -6,8 +6,6 @@
                                   # (default: half the threshold)
     alpha = 0.01                  # error rate of one whole gate run (Benjamini-Hochberg over its rows)
     power = "95%"                 # power at which each row's minimum detectable effect is stated
-    host_slow = "25%"             # a run whose host probe is this much slower than the fastest run's
-                                  # landed in a slow host state
     inconclusive = "undecided"    # what "could not tell" does: undecided (exit 3) | fail (1) | pass (0)
     memory_threshold = "10%"      # relative memory growth that counts ...
     memory_floor_mib = 64         # ... and never less than this many MiB
@@ -29,8 +27,7 @@ from perfsuite.errors import InputError
 
 STATISTICS = ("median", "mean", "min")
 INCONCLUSIVE_ACTIONS = ("undecided", "fail", "pass")
-FRACTIONS = ("threshold", "min_effect", "alpha", "power", "host_slow", "memory_threshold", "cv_threshold",
-             "host_contention")
+FRACTIONS = ("threshold", "min_effect", "alpha", "power", "memory_threshold", "cv_threshold", "host_contention")
 MIB = 1024 * 1024
 
 
@@ -54,7 +51,6 @@ class GateSettings:
     min_effect: float | None = None  # None: threshold / 2
     alpha: float = 0.01
     power: float = 0.95
-    host_slow: float = 0.25
     inconclusive: str = "undecided"
     memory_threshold: float = 0.10
     memory_floor_bytes: int = 64 * MIB
@@ -80,8 +76,6 @@ class GateSettings:
         if self.min_effect > self.threshold:
             raise InputError(f"min_effect {self.min_effect:.1%} is above threshold {self.threshold:.1%}: a change "
                              "of threshold size could then never be called")
-        if self.host_slow <= 0:
-            raise InputError(f"host_slow {self.host_slow:.1%}: must be above 0")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from perfsuite.gate.verdict import ALL_RUNS, FAILING, FAST_HOST, PER_PROBE, GateResult, Verdict
+from perfsuite.gate.verdict import FAILING, GateResult, Verdict
 
 MIB = 1024 * 1024
 
@@ -74,7 +75,6 @@ def _memory_cell(comparison) -> str:
 
 
 OUTCOME_WORDS = {"pass": "PASS", "fail": "FAIL", "undecided": "UNDECIDED"}
-FIGURE_CELLS = {ALL_RUNS: "all runs", FAST_HOST: "fast host", PER_PROBE: "÷ probe"}
 
 
 def headline(result: GateResult) -> str:
@@ -88,7 +88,8 @@ def headline(result: GateResult) -> str:
 def _method(result: GateResult) -> str:
     s = result.settings
     return (f"runs: baseline {len(result.baseline_runs)}, new {len(result.new_runs)}; per-run {s.statistic}; "
-            f"one-sided t-test on log values, Benjamini-Hochberg over {result.family_size} rows at "
+            f"one-sided t-test on log values (at equal host speed where probed), Benjamini-Hochberg over "
+            f"{result.family_size} rows at "
             f"alpha {s.alpha:g}; threshold {s.threshold:.1%} (changes called from {s.min_effect:.1%}); "
             f"MDE at {s.power:.0%} power")
 
@@ -115,16 +116,16 @@ def _conclusions(result: GateResult) -> list[str]:
 
 
 def _host_lines(result: GateResult) -> list[str]:
-    host = result.host
-    if host.fastest_s is None:
-        return ["host probe: not recorded (runs made before it existed, or --no-host-probe)"]
-    slow = [f"{side} {run.path.name} ({host.speeds[id(run)] / host.fastest_s:.2f}x)"
-            for side, runs in (("baseline", result.baseline_runs), ("new", result.new_runs))
-            for run in runs if host.is_slow(run)]
-    counted = sum(id(run) in host.speeds for run in [*result.baseline_runs, *result.new_runs])
-    text = (f"host probe: fastest {format_seconds(host.fastest_s)} over {counted} runs; slow host state "
-            f"(> {1 + result.settings.host_slow:.2f}x the fastest): ")
-    return [text + (", ".join(slow) + "; set aside in the rows compared on fast-host runs" if slow else "none")]
+    speeds = {side: [r.host_speed_s for r in runs if r.host_speed_s is not None]
+              for side, runs in (("baseline", result.baseline_runs), ("new", result.new_runs))}
+    if not speeds["baseline"] or not speeds["new"]:
+        return ["host probe: not recorded on both sides (runs made before it existed, or --no-host-probe): rows are "
+                "compared without host-speed adjustment"]
+    ranges = "; ".join(f"{side} {format_seconds(min(v))} to {format_seconds(max(v))}" for side, v in speeds.items())
+    change = statistics.median(speeds["new"]) / statistics.median(speeds["baseline"]) - 1
+    return [f"host probe (a host-bound control between every row's rounds), per-run medians: {ranges}; the new side's "
+            f"host ran {format_percent(change)} against the baseline's. Rows are compared at equal host speed; "
+            "'change' is that, 'raw' the change of the medians"]
 
 
 def render_result(result: GateResult, markdown: bool = False) -> str:
@@ -156,12 +157,12 @@ def render_result(result: GateResult, markdown: bool = False) -> str:
         if c.failing and c.verdict not in FAILING:
             verdict += ", MEMORY REGRESSED"
         rows.append([names[c.key], c.backend or "-", format_seconds(t.baseline_median if t else None),
-                     format_seconds(t.new_median if t else None), format_percent(t.effect if t else None),
+                     format_seconds(t.new_median if t else None), format_percent(t.raw_effect if t else None),
+                     format_percent(t.effect if t else None),
                      format_percent(t.mde, signed=False) if t else "-", format_number(t.p_adjusted if t else None, 2),
-                     f"{len(t.baseline)}/{len(t.new)}" if t else "-", FIGURE_CELLS[t.figure] if t else "-", verdict,
-                     _memory_cell(c)])
-    lines += ["", render_table(["benchmark", "backend", "baseline", "new", "change", "MDE", "p (adj.)", "runs",
-                                "compared", "verdict", "memory"], rows, markdown)]
+                     f"{len(t.baseline)}/{len(t.new)}" if t else "-", verdict, _memory_cell(c)])
+    lines += ["", render_table(["benchmark", "backend", "baseline", "new", "raw", "change", "MDE", "p (adj.)", "runs",
+                                "verdict", "memory"], rows, markdown)]
     if result.backend_failures:
         lines.append("")
         lines += [f"- FAIL: {failure}" for failure in result.backend_failures]
@@ -175,13 +176,8 @@ def render_result(result: GateResult, markdown: bool = False) -> str:
 def _row_notes(comparison) -> list[str]:
     notes = list(comparison.notes)
     t = comparison.time
-    if t and t.figure == PER_PROBE:
-        notes.append(f"compared per host probe (steadier in the baseline): {t.effect:+.1%}; host-inclusive "
-                     f"medians {t.raw_effect:+.1%}")
-    slow_host = [f"{entry.side} {Path(entry.run).name}" for entry in comparison.left_out
-                 if entry.reason.startswith("slow host state")]
-    if slow_host:
-        notes.append(f"{len(slow_host)} slow-host run(s) set aside ({', '.join(slow_host)}; see host probe)")
-    notes += [f"{entry.side} run {Path(entry.run).name} left out: {entry.reason}" for entry in comparison.left_out
-              if not entry.reason.startswith("slow host state")]
+    if t and t.host_adjusted and abs(t.slope) > 0.5 and abs(t.effect - t.raw_effect) > 0.02:
+        notes.append(f"host-bound (time ~ probe^{t.slope:.2f}): {t.effect:+.1%} at equal host speed, medians "
+                     f"{t.raw_effect:+.1%} with the new side's probes {format_percent(t.probe_change)}")
+    notes += [f"{entry.side} run {Path(entry.run).name} left out: {entry.reason}" for entry in comparison.left_out]
     return notes

@@ -5,11 +5,12 @@ Replicates are whole runs. Samples within one run share the machine's state duri
 next run; only another run is. Each run contributes one number per benchmark (its median by
 default), and for each benchmark (row) the gate computes
 
-* the **change**: median over new runs / median over baseline runs - 1;
-* a **test**: Student's two-sample t-test of "new runs are slower" (or faster) on the logarithms
-  of the per-run numbers, the spread pooled over both sides (so a single new run can be tested
-  against a baseline's spread). A rank test cannot serve: with 6 + 6 runs the exact Mann-Whitney
-  p is never below 1/924, above what a gate run of 15 rows needs of one row;
+* the **change**: new against baseline, at equal host speed where the runs recorded it (below),
+  and the plain change of the medians beside it (the headline);
+* a **test**: Student's t-test of "new runs are slower" (or faster) on the logarithms of the
+  per-run numbers, the spread pooled over both sides (so a single new run can be tested against a
+  baseline's spread). A rank test cannot serve: with 6 + 6 runs the exact Mann-Whitney p is never
+  below 1/924, above what a gate run of 15 rows needs of one row;
 * **one error rate for the whole gate run**: the rows' p-values are adjusted together
   (Benjamini-Hochberg at ``alpha``, 1%). When nothing changed this bounds the chance that *any*
   row is called by ``alpha``; when several rows change together (a slower kernel, a torch
@@ -30,20 +31,20 @@ threshold are inconclusive, the rest unresolved.
 
 Runs are left out of a row, with the reason shown and recorded: a run whose measurement was
 throttled or shared its GPU, or shared the CPU with other processes beyond ``host_contention``; if
-most of a side was spoiled the row is inconclusive. **Host state**: a run's host speed is the
-median of its rows' host probes (a host-bound control timed between the rounds); a run more than
-``host_slow`` (25%) slower than the fastest run of either side landed in a slow host state. Each
-row is compared on one *figure*, chosen from the baseline alone (never from the new runs' numbers):
+most of a side was spoiled the row is inconclusive.
 
-* ``all runs``: the per-run numbers of every run, where no run is slow, or where the baseline's
-  slow-host runs are within 2 x threshold of its fast-host runs (a device-bound row);
-* ``fast-host runs``: the slow-host runs set aside, where the baseline's slow-host runs are slower
-  than that (a host-bound row), or where only the new side has slow-host runs (nothing shows the
-  row is immune);
-* ``per host probe``: each run's number divided by its own probe (unitless), for a host-bound row
-  whose baseline MDE that at least halves.
-
-The headline figures stay the host-inclusive medians. A side left without runs is inconclusive.
+**Host speed.** Small-batch rows are host-bound, and a VM's host moves between fast and slow states
+from one process to the next (and even between rows of one run): per-run medians of one row scatter
+by 20-30% (H200, docs/results). Every row records its own host probe, a host-bound control timed
+between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test
+compares the two sides *at equal host speed*: a regression of the log per-run values on the log of
+the row's probe, with a term for the side (analysis of covariance; the slope is fitted, about 1.2
+for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
+is chosen after looking at the numbers). The change called is the side term; the host-inclusive
+change of the medians stays the headline and is shown beside it. Measured on the H200, this cut the
+run-to-run spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that
+slows the probe as much as the model (e.g. more overhead in torch's launch path itself) is partly
+taken for host speed: the report shows how much slower the new side's probes ran.
 
 The whole gate: ``fail`` (exit 1) on any regressed, missing or failed row, memory regression or
 required backend without results; else ``undecided`` (exit 3; the ``inconclusive`` setting can
@@ -74,10 +75,7 @@ MEMORY_METRICS = {"peak_gpu_memory_bytes": "GPU peak", "host_rss_delta_bytes": "
 #: the run configuration (``results.run_fields``) both sides of a row must share
 CONFIG_FIELDS = ("model", "weights_fingerprint", "transform", "precision", "numeric_mode", "tf32",
                  "cudnn_benchmark", "batch_size")
-ALL_RUNS, FAST_HOST, PER_PROBE = "all runs", "fast-host runs", "per host probe"
 EXIT_CODES = {"pass": 0, "fail": 1, "undecided": 3}
-FIGURE_MARGIN = 0.5
-HOST_BOUND_FACTOR = 2
 
 
 class Verdict(str, enum.Enum):
@@ -130,39 +128,64 @@ def _scipy():
 MIN_RUNS_FOR_SPREAD = 3
 
 
-def log_spread(values: Sequence[float]) -> float | None:
-    """Run-to-run spread: the standard deviation of the log values (about the CV); None below
-    ``MIN_RUNS_FOR_SPREAD`` runs."""
-    return statistics.stdev(math.log(v) for v in values) if len(values) >= MIN_RUNS_FOR_SPREAD else None
-
-
 @dataclasses.dataclass(frozen=True)
 class TTest:
-    """Student's two-sample t-test of log new vs log baseline values, spread pooled over both sides."""
+    """The t-test of the side term in a least-squares fit of log per-run values (see :func:`t_test`)."""
 
+    shift: float  # estimated log(new / baseline), at equal host speed when adjusted
     p_slower: float  # one-sided: new slower
     p_faster: float
-    pooled_spread: float  # SD of the log values about their side's mean, both sides pooled
+    pooled_spread: float  # residual SD of the log values, both sides pooled
     df: int
+    slope: float | None  # fitted d log(value) / d log(host probe); None: not adjusted
 
 
-def t_test(baseline: Sequence[float], new: Sequence[float]) -> TTest | None:
-    """The test (scipy.stats.ttest_ind's pooled form, computed directly: the simulation runs it a
-    million times); None without any run-to-run spread (one run a side, or identical runs). Pooled:
-    both sides ran on one machine, so under "no change" they are one distribution, and a side of
-    one run can still be tested against the other side's spread."""
-    logs_new, logs_base = [math.log(v) for v in new], [math.log(v) for v in baseline]
-    df = len(logs_new) + len(logs_base) - 2
-    if df < 1:
+def _fit(logs: Sequence[float], columns: Sequence[Sequence[float]]) -> tuple[Any, float, int, Any] | None:
+    """Least squares of ``logs`` on ``columns`` (an intercept added): (coefficients, residual SD, df,
+    (X'X)^-1), or None when the columns are degenerate or nothing is left to estimate the spread."""
+    import numpy as np
+
+    design = np.column_stack([np.ones(len(logs)), *columns])
+    df = len(logs) - design.shape[1]
+    if df < 1 or np.linalg.matrix_rank(design) < design.shape[1]:
         return None
-    mean_new, mean_base = statistics.fmean(logs_new), statistics.fmean(logs_base)
-    squares = sum((v - mean_new) ** 2 for v in logs_new) + sum((v - mean_base) ** 2 for v in logs_base)
-    spread = math.sqrt(squares / df)
-    if spread == 0:
+    coefficients, *_ = np.linalg.lstsq(design, np.asarray(logs), rcond=None)
+    residuals = np.asarray(logs) - design @ coefficients
+    spread = math.sqrt(float(residuals @ residuals) / df)
+    return coefficients, spread, df, np.linalg.inv(design.T @ design)
+
+
+def t_test(baseline: Sequence[float], new: Sequence[float], baseline_probe: Sequence[float] | None = None,
+           new_probe: Sequence[float] | None = None) -> TTest | None:
+    """Student's t-test of log new vs log baseline values, spread pooled over both sides; with probes
+    (each run's host probe), at equal host speed: log value = a + slope * log probe + shift * [new].
+    None without any run-to-run spread left (one run a side, identical runs, probes that leave no
+    degree of freedom). Pooled: both sides ran on one machine, so under "no change" they are one
+    distribution, and a side of one run can still be tested against the other side's spread."""
+    logs = [math.log(v) for v in (*baseline, *new)]
+    side = [0.0] * len(baseline) + [1.0] * len(new)
+    fit = None
+    if baseline_probe is not None and new_probe is not None:
+        fit = _fit(logs, [[math.log(v) for v in (*baseline_probe, *new_probe)], side])
+    adjusted = fit is not None
+    fit = fit or _fit(logs, [side])
+    if fit is None or fit[1] == 0:
         return None
-    t = (mean_new - mean_base) / (spread * math.sqrt(1 / len(logs_new) + 1 / len(logs_base)))
+    coefficients, spread, df, inverse = fit
+    shift = float(coefficients[-1])
+    t = shift / (spread * math.sqrt(float(inverse[-1, -1])))
     p_slower = float(_scipy().special.stdtr(df, -t))
-    return TTest(p_slower, 1 - p_slower, spread, df)
+    return TTest(shift, p_slower, 1 - p_slower, spread, df, float(coefficients[1]) if adjusted else None)
+
+
+def baseline_spread(values: Sequence[float], probes: Sequence[float] | None) -> float | None:
+    """The baseline's own run-to-run spread of log values (residual SD about the probe fit where given);
+    None below ``MIN_RUNS_FOR_SPREAD`` runs."""
+    if len(values) < MIN_RUNS_FOR_SPREAD:
+        return None
+    logs = [math.log(v) for v in values]
+    fit = _fit(logs, [[math.log(v) for v in probes]]) if probes is not None else None
+    return fit[1] if fit is not None else statistics.stdev(logs)
 
 
 @lru_cache(maxsize=4096)
@@ -178,12 +201,13 @@ def detectable_shift(alpha: float, power: float, df: int) -> float:
 
 
 def minimum_detectable_effect(spread: float | None, n_baseline: int, n_new: int, alpha: float, power: float,
-                              min_effect: float) -> float | None:
+                              min_effect: float, parameters: int = 2) -> float | None:
     """The slowdown called with probability ``power``: significant in the one-sided t-test at ``alpha``
-    and measured beyond ``min_effect``, for runs whose log values scatter by ``spread``."""
-    if spread is None or n_new < 1 or n_baseline + n_new < 3:
+    and measured beyond ``min_effect``, for runs whose log values scatter by ``spread`` (``parameters``:
+    2 for the plain test, 3 with the host-probe term)."""
+    if spread is None or n_new < 1 or n_baseline + n_new <= parameters:
         return None
-    df = n_baseline + n_new - 2
+    df = n_baseline + n_new - parameters
     standard_error = spread * math.sqrt(1 / n_baseline + 1 / n_new)
     beyond_floor = math.log1p(min_effect) + float(_scipy().stats.t.ppf(power, df)) * standard_error
     return math.expm1(max(detectable_shift(alpha, power, df) * standard_error, beyond_floor))
@@ -201,20 +225,25 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
 
 @dataclasses.dataclass(frozen=True)
 class TimeComparison:
-    figure: str  # ALL_RUNS, FAST_HOST or PER_PROBE
     baseline: tuple[float, ...]  # per-run statistic of the compared runs, seconds (the headline figures)
     new: tuple[float, ...]
-    baseline_compared: tuple[float, ...]  # what the test compares: the same, or divided by each run's probe
-    new_compared: tuple[float, ...]
-    effect: float  # of the compared figure: median(new) / median(baseline) - 1
-    raw_effect: float  # of the headline figures
-    baseline_spread: float | None  # SD of the log compared baseline values (None below MIN_RUNS_FOR_SPREAD)
+    baseline_probe: tuple[float, ...] | None  # each compared run's host probe (seconds), None where not used
+    new_probe: tuple[float, ...] | None
+    effect: float  # the change tested: exp(shift) - 1, at equal host speed when adjusted
+    raw_effect: float  # of the headline figures: median(new) / median(baseline) - 1
+    probe_change: float | None  # median(new probe) / median(baseline probe) - 1: how much slower the new host ran
+    slope: float | None  # fitted d log(time) / d log(probe); None: not adjusted
+    baseline_spread: float | None  # residual SD of the baseline's log values (None below MIN_RUNS_FOR_SPREAD)
     pooled_spread: float | None  # the test's: both sides pooled
     mde: float | None  # from the baseline spread, or the pooled one where larger
     p_slower: float | None  # one-sided, this row alone
     p_faster: float | None
     p_slower_adjusted: float | None = None  # Benjamini-Hochberg over the gate run's rows
     p_faster_adjusted: float | None = None
+
+    @property
+    def host_adjusted(self) -> bool:
+        return self.slope is not None
 
     @property
     def baseline_median(self) -> float:
@@ -271,18 +300,6 @@ class BenchmarkComparison:
         return self.verdict in FAILING or any(m.verdict is Verdict.REGRESSED for m in self.memory)
 
 
-@dataclasses.dataclass(frozen=True)
-class HostState:
-    """Every run's host speed (median host probe, seconds) and which runs landed in a slow host state."""
-
-    speeds: dict[int, float]  # id(run) -> host speed
-    slow: dict[int, str]  # id(run) -> why it counts as slow
-    fastest_s: float | None
-
-    def is_slow(self, run: SavedRun) -> bool:
-        return id(run) in self.slow
-
-
 @dataclasses.dataclass
 class GateResult:
     settings: GateSettings
@@ -295,7 +312,6 @@ class GateResult:
     software_changes: list[tuple[str, str, str]]  # (package, baseline, new) where they differ
     software_same: dict[str, str]
     backend_failures: list[str]
-    host: HostState
     family_size: int  # rows compared on time: the MDE assumes the test at alpha / family_size
 
     def count(self, verdict: Verdict) -> int:
@@ -325,14 +341,11 @@ class GateResult:
                     "memory": [{"metric": m.metric, "baseline": m.baseline, "new": m.new, "verdict": m.verdict.value}
                                for m in c.memory]}
 
-        def host_run(side: str, run: SavedRun) -> dict[str, Any]:
-            return {"side": side, "run": str(run.path), "host_probe_s": self.host.speeds.get(id(run)),
-                    "slow_host": self.host.slow.get(id(run))}
-
         return {
             "passed": self.outcome == "pass", "outcome": self.outcome, "exit_code": self.exit_code,
             "settings": self.settings.as_dict(),
-            "statistics": {"test": "one-sided Student t-test (pooled) on log per-run values",
+            "statistics": {"test": "one-sided Student t-test (pooled) on log per-run values, at equal host speed "
+                                   "(least squares on the log host probe) where recorded",
                            "multiplicity": "Benjamini-Hochberg", "family_size": self.family_size,
                            "mde_alpha": self.settings.alpha / max(self.family_size, 1),
                            "mde_power": self.settings.power},
@@ -340,9 +353,8 @@ class GateResult:
             "hardware_mismatch": [list(row) for row in self.hardware_mismatch],
             "config_mismatch": [list(row) for row in self.config_mismatch],
             "software_changes": [list(row) for row in self.software_changes],
-            "host_state": {"fastest_s": self.host.fastest_s, "slow_factor": 1 + self.settings.host_slow,
-                           "runs": [*(host_run("baseline", r) for r in self.baseline_runs),
-                                    *(host_run("new", r) for r in self.new_runs)]},
+            "host_probe_s": {"baseline": [r.host_speed_s for r in self.baseline_runs],
+                             "new": [r.host_speed_s for r in self.new_runs]},
             "baseline_runs": [str(r.path) for r in self.baseline_runs],
             "new_runs": [str(r.path) for r in self.new_runs],
             "backend_failures": self.backend_failures,
@@ -442,53 +454,6 @@ def _absence_reason(run: SavedRun, key: str) -> str:
     return f"absent from {run.path.name} (not collected: deselected, renamed or the test was removed)"
 
 
-def host_state(runs: Sequence[SavedRun], settings: GateSettings) -> HostState:
-    """Runs (of both sides) whose host probe is more than ``host_slow`` slower than the fastest run's."""
-    speeds = {id(run): run.host_speed_s for run in runs if run.host_speed_s is not None}
-    if not speeds:
-        return HostState({}, {}, None)
-    fastest = min(speeds.values())
-    limit = 1 + settings.host_slow
-    slow = {rid: f"slow host state: host probe {speed / fastest:.2f}x the fastest run's (> {limit:.2f}x)"
-            for rid, speed in speeds.items() if speed > fastest * limit}
-    return HostState(speeds, slow, fastest)
-
-
-def _figure_values(figure: str, runs: Sequence[SavedRun], key: str, statistic: str) -> list[float]:
-    values = [run.benchmarks[key].statistic(statistic) for run in runs]
-    if figure == PER_PROBE:
-        return [value / run.benchmarks[key].host_probe_s for value, run in zip(values, runs)]
-    return values
-
-
-def choose_figure(key: str, baseline: Sequence[SavedRun], new: Sequence[SavedRun], host: HostState,
-                  settings: GateSettings, mde_alpha: float) -> tuple[str, list[SavedRun], list[SavedRun]]:
-    """The figure a row is compared on and the runs it keeps, chosen from the baseline alone (see the
-    module docstring). Choosing by spread alone would favour whichever candidate happened to scatter
-    least in a few runs, and the test would then claim more than it knows; so the host state decides
-    by how much it slows the row (more than ``HOST_BOUND_FACTOR`` x threshold: host-bound), and only a
-    host-bound row may be compared per probe, when that at least halves its MDE (``FIGURE_MARGIN``)."""
-    fast = [run for run in baseline if not host.is_slow(run)]
-    slow = [run for run in baseline if host.is_slow(run)]
-    if not any(host.is_slow(run) for run in [*baseline, *new]):
-        return ALL_RUNS, list(baseline), list(new)
-    if fast and slow:  # the baseline shows what the slow host state does to this row
-        slowdown = statistics.median(_figure_values(ALL_RUNS, slow, key, settings.statistic)) / statistics.median(
-            _figure_values(ALL_RUNS, fast, key, settings.statistic)) - 1
-        if slowdown <= HOST_BOUND_FACTOR * settings.threshold:
-            return ALL_RUNS, list(baseline), list(new)
-        if all(run.benchmarks[key].host_probe_s is not None for run in [*baseline, *new]):
-            def baseline_mde(figure: str, runs: Sequence[SavedRun]) -> float:
-                spread = log_spread(_figure_values(figure, runs, key, settings.statistic))
-                mde = minimum_detectable_effect(spread, len(runs), len(runs), mde_alpha, settings.power,
-                                                settings.min_effect)
-                return math.inf if mde is None else mde
-
-            if baseline_mde(PER_PROBE, baseline) < FIGURE_MARGIN * baseline_mde(FAST_HOST, fast):
-                return PER_PROBE, list(baseline), list(new)
-    return FAST_HOST, fast, [run for run in new if not host.is_slow(run)]
-
-
 def _clean_runs(runs: Sequence[SavedRun], key: str, side: str, settings: GateSettings,
                 left_out: list[LeftOut]) -> list[SavedRun]:
     """The runs whose measurement of ``key`` is trustworthy."""
@@ -502,7 +467,7 @@ def _clean_runs(runs: Sequence[SavedRun], key: str, side: str, settings: GateSet
     return kept
 
 
-def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], host: HostState,
+def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun],
                  settings: GateSettings, mde_alpha: float) -> BenchmarkComparison:
     """One row up to its test; rows still to be decided have ``time`` and a provisional UNCHANGED."""
     sample = next(run.benchmarks[key] for run in [*baseline_runs, *new_runs] if key in run.benchmarks)
@@ -524,11 +489,6 @@ def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence
     clean_base = _clean_runs(in_baseline, key, "baseline", settings, result.left_out)
     clean_new = _clean_runs(new_runs, key, "new", settings, result.left_out)
     compared_base, compared_new = clean_base or in_baseline, clean_new or new_runs
-    figure, kept_base, kept_new = choose_figure(key, compared_base, compared_new, host, settings, mde_alpha)
-    for side, before, after in (("baseline", compared_base, kept_base), ("new", compared_new, kept_new)):
-        kept_ids = {id(run) for run in after}
-        result.left_out.extend(LeftOut(side, str(run.path), host.slow[id(run)]) for run in before
-                               if id(run) not in kept_ids)
     for side, runs in (("baseline", baseline_runs), ("new", new_runs)):
         note = _stability_note(runs, key, side, settings.cv_threshold)
         if note:
@@ -539,26 +499,25 @@ def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence
             result.verdict = Verdict.INCONCLUSIVE
             result.notes.append(f"{len(runs) - len(clean)} of {len(runs)} {side} runs were throttled or shared their "
                                 "machine: could not tell")
-    for side, kept in (("baseline", kept_base), ("new", kept_new)):
-        if not kept:
-            result.verdict = Verdict.INCONCLUSIVE
-            result.notes.append(f"every {side} run landed in a slow host state: could not tell")
-    if not kept_base or not kept_new:
-        return result
-    base_raw = [run.benchmarks[key].statistic(settings.statistic) for run in kept_base]
-    new_raw = [run.benchmarks[key].statistic(settings.statistic) for run in kept_new]
-    base_values = _figure_values(figure, kept_base, key, settings.statistic)
-    new_values = _figure_values(figure, kept_new, key, settings.statistic)
-    spread = log_spread(base_values)
-    test = t_test(base_values, new_values)
+    base_values = [run.benchmarks[key].statistic(settings.statistic) for run in compared_base]
+    new_values = [run.benchmarks[key].statistic(settings.statistic) for run in compared_new]
+    base_probe = [run.benchmarks[key].host_probe_s for run in compared_base]
+    new_probe = [run.benchmarks[key].host_probe_s for run in compared_new]
+    probed = None not in (*base_probe, *new_probe)
+    test = t_test(base_values, new_values, *((base_probe, new_probe) if probed else ()))
+    adjusted = test is not None and test.slope is not None
+    spread = baseline_spread(base_values, base_probe if adjusted else None)
     pooled = test.pooled_spread if test else None
     # A few lucky baseline runs must not make the row look steadier than this comparison shows it is.
     mde = minimum_detectable_effect(None if spread is None else max(spread, pooled or 0.0), len(base_values),
-                                    len(new_values), mde_alpha, settings.power, settings.min_effect)
+                                    len(new_values), mde_alpha, settings.power, settings.min_effect,
+                                    3 if adjusted else 2)
+    raw_effect = statistics.median(new_values) / statistics.median(base_values) - 1
     result.time = TimeComparison(
-        figure, tuple(base_raw), tuple(new_raw), tuple(base_values), tuple(new_values),
-        statistics.median(new_values) / statistics.median(base_values) - 1,
-        statistics.median(new_raw) / statistics.median(base_raw) - 1, spread, pooled, mde,
+        tuple(base_values), tuple(new_values), tuple(base_probe) if adjusted else None,
+        tuple(new_probe) if adjusted else None, math.expm1(test.shift) if test else raw_effect, raw_effect,
+        statistics.median(new_probe) / statistics.median(base_probe) - 1 if probed else None,
+        test.slope if test else None, spread, pooled, mde,
         test.p_slower if test else None, test.p_faster if test else None)
     return result
 
@@ -645,9 +604,8 @@ def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]
     compared = [key for key in keys if any(key in run.benchmarks for run in baseline_runs)
                 and all(key in run.benchmarks for run in new_runs)]
     config_rows = check_config(baseline_runs, new_runs, compared, allow_config_mismatch)
-    host = host_state([*baseline_runs, *new_runs], settings)
     mde_alpha = settings.alpha / max(len(compared), 1)
-    comparisons = [_compare_one(key, baseline_runs, new_runs, host, settings, mde_alpha) for key in keys]
+    comparisons = [_compare_one(key, baseline_runs, new_runs, settings, mde_alpha) for key in keys]
     pending = [c for c in comparisons if c.time is not None and c.verdict is Verdict.UNCHANGED]
     tested = [c for c in pending if c.time.p_slower is not None]
     for direction in ("slower", "faster"):
@@ -664,4 +622,4 @@ def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]
     same = {name: version for name, version in before.items() if after.get(name) == version}
     return GateResult(settings, list(baseline_runs), list(new_runs), comparisons, baseline_runs[0].fingerprint,
                       hardware_rows, config_rows, changes, same, _backend_failures(new_runs, settings.require_backends),
-                      host, len(compared))
+                      len(compared))
