@@ -62,7 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cpu-affinity", default=None, metavar="CPUS",
                     help="pin the benchmark process to these CPUs, e.g. 2,3 (recorded in every row)")
     group.addoption("--roofline", action="store_true",
-                    help="add roofline context (% of the measured bandwidth/compute floor) to latency rows")
+                    help="add roofline context (%% of the measured bandwidth/compute floor) to latency rows")
     group.addoption("--no-host-probe", action="store_true",
                     help="do not interleave the host-speed probe with the timed rounds")
 

@@ -1,13 +1,16 @@
-"""The timing module: synchronized regions, round planning, overhead, and the GPU sleep-kernel check."""
+"""Timing: the primitives (``timing``) and the one way the suite measures a call (``measure``)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from perfsuite import timing
+from perfsuite import measure, timing
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_time_once_measures_the_call():
@@ -28,24 +31,76 @@ def test_timer_overhead_is_small_and_positive():
     assert 0 < overhead < 1e-3
 
 
-def test_memory_probe_reports_host_memory():
-    with timing.MemoryProbe("cpu") as probe:
-        block = bytearray(64 << 20)
-        block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
-    assert probe.rss_delta_bytes > 32 << 20
-    assert probe.host_peak_rss_bytes >= probe.rss_before
-    assert probe.peak_gpu_bytes is None
+@pytest.mark.parametrize(("per_call", "overhead", "calls"), [
+    (200e-6, 8e-6, 4),    # a CUDA-graph batch-1 call: 8 µs of synchronize is 4% of one call, < 1% of four
+    (450e-6, 8e-6, 2),
+    (5e-3, 8e-6, 1),
+    (1e-3, 1e-5, 1),      # exactly 1%
+    (0.0, 8e-6, measure.MAX_CALLS_PER_ROUND),
+])
+def test_calls_per_round_keep_the_timer_below_one_percent(per_call, overhead, calls):
+    assert measure.calls_per_round(per_call, overhead) == calls
+    if per_call:
+        assert overhead / (calls * per_call) <= measure.MAX_TIMER_FRACTION + 1e-12
 
 
-@pytest.mark.parametrize("warmup,expected_warmup", [(2, 4), (0, 1)])
-def test_benchmark_synchronized_stores_warm_samples(benchmark, warmup, expected_warmup):
+def test_synchronized_every_synchronizes_once_per_round(monkeypatch):
+    synced = []
+    monkeypatch.setattr(measure, "synchronize", lambda device: synced.append(device))
+    call = measure.synchronized_every(lambda x: x + 1, "cuda", 3)
+    assert [call(i) for i in range(7)] == [1, 2, 3, 4, 5, 6, 7]
+    assert synced == ["cuda", "cuda"]  # after the 3rd and the 6th call
+
+
+def test_host_probe_times_blocks_of_dependent_operations():
+    probe = measure.HostProbe("cpu")
+    for _ in range(5):
+        probe.block()
+    summary = probe.as_dict()
+    assert summary["kind"] == "cpu-ops" and summary["ops_per_block"] == measure.PROBE_OPS
+    assert summary["blocks"] == 5 and 0 < summary["q1_s"] <= summary["median_s"] <= summary["q3_s"] < 0.1
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_measure_stores_warm_rounds_with_a_probe_block_after_each(benchmark, warmup):
     calls = []
-    info = timing.benchmark_synchronized(
-        benchmark, lambda: calls.append(time.sleep(0.002)), "cpu", warmup_rounds=warmup, max_time=0.05, min_rounds=3
-    )
-    assert info["rounds"] >= 3 and info["warmup_rounds"] == expected_warmup
-    assert len(calls) == info["warmup_rounds"] + info["rounds"]  # warm-up (planning + pedantic's), timed
-    assert benchmark.stats.stats.median >= 0.002
+    settings = measure.MeasureSettings(warmup_rounds=warmup, max_time=0.05, min_rounds=3)
+    measured = measure.measure(lambda: calls.append(time.sleep(0.002)), "cpu", settings, benchmark)
+    timing_info = measured.timing
+    assert timing_info["calls_per_round"] == 1 and timing_info["rounds"] >= 3
+    assert timing_info["warmup_rounds"] == max(warmup, 1)
+    assert len(calls) == timing_info["warmup_rounds"] + timing_info["rounds"]
+    assert benchmark.stats.stats.median >= 0.002 and measured.samples == benchmark.stats.stats.data
+    assert measured.host_probe["blocks"] == timing_info["rounds"]  # interleaved: one block per timed round
+    assert timing_info["timer_overhead_fraction"] < 0.01
+
+
+def test_measure_without_pytest_benchmark_batches_short_calls(monkeypatch):
+    """A call far shorter than the timer's cost is timed in rounds of many calls, divided back."""
+    monkeypatch.setattr(measure, "timer_overhead", lambda device: 1e-3)  # as if a synchronize cost 1 ms
+    counter = []
+    settings = measure.MeasureSettings(warmup_rounds=2, max_time=0.05, min_rounds=3, host_probe=False)
+    measured = measure.measure(lambda: counter.append(1), "cpu", settings)
+    assert measured.timing["calls_per_round"] > 100
+    assert measured.host_probe is None
+    assert len(counter) == 2 + measured.timing["calls_per_round"] * measured.timing["rounds"]
+    assert 0 < measured.median_s < 1e-4
+
+
+def test_footprint_counts_what_a_runner_holds_not_what_an_earlier_one_left():
+    """An earlier runner's freed heap stays resident (glibc keeps it below a live allocation), and a
+    later runner reusing it grew by nothing: the order-dependent "+0 / +346 MiB" of issue 9. The
+    footprint returns free pages first (malloc_trim), so holding ~100 MiB reads as ~100 MiB."""
+    leftover = [bytes(1000) + bytes([i % 256]) for i in range(300_000)]  # ~300 MiB of heap blocks
+    pin = bytes(1000) + b"pin"  # a live allocation above them: the heap cannot shrink past it
+    del leftover
+    footprint = measure.RunnerFootprint("cpu")
+    held = [bytes(1000) + bytes([i % 256]) for i in range(100_000)]
+    footprint.loaded()
+    figures = footprint.as_dict()
+    assert 80 << 20 < figures["host_rss_delta_bytes"] < 140 << 20
+    assert figures["peak_gpu_memory_bytes"] is None
+    del held, pin
 
 
 def _sleep_cycles_for(seconds: float) -> int:
@@ -58,17 +113,38 @@ def _sleep_cycles_for(seconds: float) -> int:
 
 
 @pytest.mark.gpu
-def test_stored_gpu_times_are_synchronized(benchmark):
-    """A ~1 ms sleep kernel must be stored as >= 0.95 ms; unsynchronized timing would store the launch."""
-    cycles = _sleep_cycles_for(1e-3)
+@pytest.mark.parametrize("milliseconds", [1.0, 0.1])
+def test_stored_gpu_times_are_synchronized(benchmark, milliseconds):
+    """A sleep kernel must be stored at its length; unsynchronized timing would store the launch. The
+    0.1 ms kernel is timed several calls to a round (the synchronize would be > 1% of one call)."""
+    cycles = _sleep_cycles_for(milliseconds * 1e-3)
     started = time.perf_counter()
     torch.cuda._sleep(cycles)
     launch_only = time.perf_counter() - started  # host clock, no synchronize: the lab report's mistake
     torch.cuda.synchronize()
-    assert launch_only < 0.5e-3, "the unsynchronized host clock sees only the launch"
+    assert launch_only < 0.05e-3, "the unsynchronized host clock sees only the launch"
 
-    info = timing.benchmark_synchronized(benchmark, lambda: torch.cuda._sleep(cycles), "cuda",
-                                         warmup_rounds=3, max_time=0.2, min_rounds=20)
-    benchmark.extra_info.update({"kind": "timer_check", "sleep_cycles": cycles, **info})
-    assert benchmark.stats.stats.median >= 0.95e-3
-    assert benchmark.stats.stats.median < 1.5e-3
+    settings = measure.MeasureSettings(warmup_rounds=3, max_time=0.2, min_rounds=20)
+    measured = measure.measure(lambda: torch.cuda._sleep(cycles), "cuda", settings, benchmark)
+    benchmark.extra_info.update({"kind": "timer_check", "sleep_cycles": cycles, **measured.row_fields()})
+    assert measured.host_probe["kind"] == "cuda-launches"
+    assert measured.timing["timer_overhead_fraction"] <= measure.MAX_TIMER_FRACTION
+    assert 0.95 * milliseconds * 1e-3 <= benchmark.stats.stats.median < 1.5 * milliseconds * 1e-3
+
+
+@pytest.mark.gpu
+def test_device_memory_is_read_from_the_device_not_from_torchs_counters():
+    """Memory allocated outside torch's allocator (as ONNX Runtime and TensorRT do) is counted."""
+    import ctypes
+
+    torch.cuda.init()  # torch's primary context is current on this thread from here on
+    footprint = measure.RunnerFootprint("cuda")
+    driver = ctypes.CDLL("libcuda.so.1")  # the driver API, as a library with its own allocations uses it
+    pointer = ctypes.c_uint64()
+    assert driver.cuMemAlloc_v2(ctypes.byref(pointer), ctypes.c_size_t(512 << 20)) == 0
+    try:
+        footprint.loaded()
+        assert footprint.as_dict()["peak_gpu_memory_bytes"] >= 512 << 20
+        assert torch.cuda.memory_allocated() < 64 << 20  # torch itself saw none of it
+    finally:
+        assert driver.cuMemFree_v2(pointer) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 import torch
@@ -33,6 +32,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from perfsuite.backends import RunSpec, get_runner_class
     from perfsuite.environment import resolve_device
+    from perfsuite.measure import MeasureSettings, measure
     from perfsuite.timing import time_once
 
     device = resolve_device(args.device)
@@ -65,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
         cold, output = time_once(lambda p=prepared: runner.infer(p), device)
         # Read the output now: CUDA-graph backends return a static buffer that the next call overwrites.
         probabilities = torch.softmax(runner.to_tensor(output)[0].double(), dim=0)
-        warm = [time_once(lambda p=prepared: runner.infer(p), device)[0] for _ in range(WARM_RUNS)]
+        warm = measure(lambda p=prepared: runner.infer(p), device,
+                       MeasureSettings(warmup_rounds=1, max_time=0.0, min_rounds=WARM_RUNS, host_probe=False))
         top = probabilities.topk(min(args.top, probabilities.numel()))
         print(f"\n{path} ({image.width}x{image.height}): inference first {cold * 1e3:.2f} ms, "
-              f"warm median {statistics.median(warm) * 1e3:.2f} ms of {WARM_RUNS} (synchronized)")
+              f"warm median {warm.median_s * 1e3:.2f} ms of {len(warm.samples)} rounds of "
+              f"{warm.timing['calls_per_round']} call(s) (synchronized)")
         for rank, (p, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
             name = model.categories[index] if index < len(model.categories) else f"class {index}"
             print(f"  {rank}. {name:<30} {p:7.2%}  (index {index})")

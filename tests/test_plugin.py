@@ -1,0 +1,84 @@
+"""The pytest plugin as users meet it: tiers, the plan, skip reasons, serializable parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pytest(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PERFSUITE_WEIGHTS": "random", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *arguments], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+def _collected(output: str) -> tuple[int, int]:
+    line = next(line for line in output.splitlines() if "collected" in line and "tests" in line)
+    selected, total = line.split()[0].split("/") if "/" in line.split()[0] else (line.split()[0], line.split()[0])
+    return int(selected), int(total)
+
+
+def test_the_default_run_is_the_gate_tier():
+    """Latency, model load and cold start only; e2e and ladder rows are there, deselected."""
+    result = _pytest("benchmarks", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = [line for line in result.stdout.splitlines() if "::" in line]
+    assert names and all(("test_latency" in n or "test_model_load" in n or "test_cold_start" in n) for n in names)
+    selected, total = _collected(result.stdout)
+    assert selected == len(names) < total
+
+
+@pytest.mark.parametrize(("marker", "test_name"), [("e2e", "test_e2e"), ("ladder", "test_roofline_rates")])
+def test_opt_in_tiers_run_when_named(marker, test_name):
+    result = _pytest("benchmarks", "--collect-only", "-q", "-m", marker, "--device", "cpu", "--batch-sizes", "1")
+    names = [line for line in result.stdout.splitlines() if "::" in line]
+    assert any(test_name in n for n in names) and not any("test_latency" in n for n in names)
+
+
+def test_e2e_never_decodes_large_batches():
+    result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "-m", "e2e", "--batch-sizes", "1,8,64,256",
+                     "--device", "cpu")
+    cases = [line for line in result.stdout.splitlines() if "test_e2e[" in line]
+    assert cases and all("-b64-" not in c and "-b256-" not in c for c in cases)
+    assert any("-b8-" in c for c in cases)
+
+
+def test_slow_tests_are_opt_in():
+    default = _pytest("tests/test_golden.py", "--collect-only", "-q", "--device", "cpu")
+    slow = _pytest("tests/test_golden.py", "--collect-only", "-q", "-m", "slow", "--device", "cpu")
+    default_names = [line for line in default.stdout.splitlines() if "::" in line]
+    slow_names = [line for line in slow.stdout.splitlines() if "::" in line]
+    assert slow_names and all("compile" in n for n in slow_names)
+    assert not any("[compile" in n for n in default_names)
+
+
+def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(tmp_path):
+    output = tmp_path / "run.json"
+    result = _pytest("benchmarks/test_latency.py", "--device", "cpu", "--backends", "eager,onnxruntime",
+                     "--precisions", "fp32,bf16", "--batch-sizes", "1", "--benchmark-max-time", "0.01",
+                     "--benchmark-min-rounds", "2", "--benchmark-json", str(output),
+                     "--benchmark-group-by", "param:case")
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "perfsuite plan: 4 benchmark(s) to run" in text or "perfsuite plan: 3 benchmark(s) to run" in text
+    assert "SKIPPED" in text and "bf16" in text  # ORT's bf16 skip reason, without -rs
+    assert "UNSERIALIZABLE" not in text
+    data = json.loads(output.read_text())
+    params = [row["params"]["case"] for row in data["benchmarks"]]
+    assert ["eager", "fp32", 1] in params
+    row = next(r for r in data["benchmarks"] if r["params"]["case"] == ["eager", "fp32", 1])
+    assert row["extra_info"]["host_probe"]["blocks"] == row["stats"]["rounds"]
+    assert data["perfsuite"]["host_probe"]["rows"] == len(data["benchmarks"])
+
+
+def test_a_bad_cpu_affinity_is_a_usage_error():
+    result = _pytest("benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu")
+    assert result.returncode == 4
+    assert "--cpu-affinity 9999" in result.stderr and "Traceback" not in result.stderr
