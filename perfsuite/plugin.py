@@ -15,6 +15,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -32,7 +33,8 @@ from perfsuite.timing import time_once
 from perfsuite.tolerances import Tolerance, merge_overrides, parse_tolerance_options, tolerance_for
 
 PARITY_BATCH = "parity"  # batch-size marker: the fixture images themselves (dog and cat)
-#: opt-in tiers: deselected unless ``-m`` names them (the default run is the regression gate's tier)
+#: opt-in tiers: deselected unless ``-m`` names them, or (the benchmark tiers) their file is named on the
+#: command line (the default run is the regression gate's tier)
 OPT_IN_MARKERS = {
     "e2e": "end-to-end pipelines, image file to label (pytest benchmarks -m e2e)",
     "ladder": "optimization ladder: roofline rates, torch.compile compile times (pytest benchmarks -m ladder)",
@@ -180,7 +182,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.option.markexpr:  # an explicit -m decides for itself
-        opt_in = [item for item in items if any(item.get_closest_marker(name) for name in OPT_IN_MARKERS)]
+        named = {Path(arg.split("::")[0]).resolve() for arg in config.args if Path(arg.split("::")[0]).is_file()}
+
+        def opt_in_here(item: pytest.Item) -> bool:
+            if item.get_closest_marker("slow"):
+                return True
+            tier = any(item.get_closest_marker(name) for name in OPT_IN_MARKERS)
+            return tier and Path(item.path).resolve() not in named
+
+        opt_in = [item for item in items if opt_in_here(item)]
         if opt_in:
             config.hook.pytest_deselected(items=opt_in)
             items[:] = [item for item in items if item not in set(opt_in)]

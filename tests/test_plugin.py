@@ -42,6 +42,11 @@ def test_opt_in_tiers_run_when_named(marker, test_name):
     assert any(test_name in n for n in names) and not any("test_latency" in n for n in names)
 
 
+def test_a_tier_file_named_on_the_command_line_runs():
+    result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1")
+    assert any("test_e2e[" in line for line in result.stdout.splitlines()), result.stdout
+
+
 def test_e2e_never_decodes_large_batches():
     result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "-m", "e2e", "--batch-sizes", "1,8,64,256",
                      "--device", "cpu")
