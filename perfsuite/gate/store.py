@@ -172,6 +172,8 @@ def recording_folder(root: str | Path) -> Iterator[Path]:
 
 def _store_root(root: str | Path) -> Path:
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"baseline store {root}: is a file, not a folder")
     try:
         root.mkdir(parents=True, exist_ok=True)
         if not (root / STORE_MARKER).exists():
