@@ -1,7 +1,10 @@
 """The versioned schema of every benchmark row's ``extra_info``.
 
-pytest-benchmark stores ``extra_info`` verbatim in its JSON; readers (``perfsuite compare``,
-``report``, the docs/results generator) check ``schema_version`` before trusting the fields.
+pytest-benchmark stores ``extra_info`` verbatim in its JSON. Every reader (``perfsuite compare``,
+``report``, ``upgrade-report``, the baseline store, the docs/results generator) loads a results file
+through :func:`load_benchmark_json`, which checks it against :data:`RESULTS_SCHEMA` (the JSON Schema
+at the end of this module: the type of every field a reader uses; any field may be null where
+marked, and fields may be added) and refuses it naming the file and the field.
 
 Schema 1 (all times in seconds, memory in bytes; ``None`` where not measurable):
 
@@ -22,10 +25,17 @@ Schema 1 (all times in seconds, memory in bytes; ``None`` where not measurable):
                         threshold it was held to, and whether it exceeded it (``gate.stability``)
     gpu_telemetry       NVML readings before and after the timed rounds, and what they mean
                         (``telemetry``): {"before", "after", "throttled", "throttle_reasons",
-                        "contended", "other_processes"}; None on the CPU or without nvidia-ml-py
+                        "contended", "other_processes"}; None on the CPU or without nvidia-ml-py;
+                        "throttled", "contended" and "other_processes" are None (unknown) where
+                        an NVML query failed and the other readings show nothing
     host_telemetry      CPU time other processes used while the rounds were timed (``telemetry``):
-                        {"wall_s", "cpu_count", "own_cpu_s", "other_cpu_s", "other_cpu_fraction",
-                        "load_average_before", "load_average_after"}
+                        {"wall_s", "cpus" (the CPUs the process may use), "cpu_count" (how many),
+                        "cpu_quota" (cgroup quota in CPUs, or None), "cpu_quota_source" (its file),
+                        "own_cpu_s", "other_cpu_s" (others on those CPUs), "cgroup_other_cpu_s"
+                        (others in the quota's cgroup, where it reports its usage), "cpu_throttled_s"
+                        (time the quota held the cgroup back), "other_cpu_fraction" (the larger
+                        of other_cpu_s / (wall_s x cpu_count) and cgroup_other_cpu_s / (wall_s x
+                        cpu_quota)), "load_average_before", "load_average_after"}
 
 Fields added later keep their meaning; readers treat a missing field as "not recorded".
 
@@ -37,6 +47,9 @@ only the rows of tests that ran, so skips and failures would otherwise leave no 
                         or "failed"; "when" is "setup", "call" or "teardown"); runs saved by
                         the first version carry ``perfsuite_skipped`` ([{"nodeid", "reason"}])
                         instead, which readers also accept
+
+A run stored in a baseline also carries ``perfsuite_baseline`` ({"fingerprint_id", "file"}, see
+``gate.store``), so that it is never read without its baseline's manifest.
 """
 
 from __future__ import annotations
@@ -49,6 +62,8 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import InputError
+from perfsuite.gate.hardware import CPU_FIELDS, GPU_FIELDS, SOFTWARE_FIELDS
+from perfsuite.validation import validate
 
 SCHEMA_VERSION = 1
 
@@ -133,80 +148,148 @@ def read_json_file(path: str | Path, where: str, error: type[InputError] = Input
 
 
 def load_benchmark_json(path: str | Path) -> dict[str, Any]:
-    """Read a pytest-benchmark JSON file; a clear error naming the file for anything else.
-
-    Checks what readers rely on: a ``benchmarks`` list whose rows have a name and numeric
-    ``stats`` (median, mean, stddev, rounds), a known ``extra_info`` schema, dict-valued
-    ``machine_info``/``commit_info`` and a well-formed ``perfsuite`` section when present.
-    """
+    """Read a pytest-benchmark JSON file, checked against :data:`RESULTS_SCHEMA`; a clear error naming
+    the file (and the field) for anything else."""
     path = Path(path)
+    where = f"results file {path}"
     if path.is_dir():
-        raise InputError(f"results file {path}: is a folder, not a results file")
+        raise InputError(f"{where}: is a folder, not a results file")
     if not path.is_file():
-        raise InputError(f"results file {path}: does not exist")
+        raise InputError(f"{where}: does not exist")
     try:
-        text = path.read_text()
+        return parse_benchmark_json(path.read_bytes(), where)
+    except OSError as exc:
+        raise InputError(f"{where}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def parse_benchmark_json(content: bytes, where: str) -> dict[str, Any]:
+    """The checked results document in ``content`` (the bytes of the file ``where`` names)."""
+    try:
+        text = content.decode()
     except UnicodeDecodeError as exc:
-        raise InputError(f"results file {path}: not text ({exc})") from exc
+        raise InputError(f"{where}: not text ({exc})") from exc
     if not text.strip():
-        raise InputError(f"results file {path}: is empty")
+        raise InputError(f"{where}: is empty")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"results file {path}: not valid JSON, truncated or corrupt ({exc})") from exc
+        raise InputError(f"{where}: not valid JSON, truncated or corrupt ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise InputError(f"results file {path}: not a pytest-benchmark results file (no 'benchmarks' list)")
-    for key in ("machine_info", "commit_info"):
-        if not isinstance(data.get(key, {}), dict):
-            raise InputError(f"results file {path}: '{key}' is not an object")
-    for index, bench in enumerate(data["benchmarks"]):
-        if not isinstance(bench, dict) or "stats" not in bench or "name" not in bench:
-            raise InputError(f"results file {path}: benchmark #{index} lacks 'name' or 'stats'")
-        _check_stats(path, bench)
-        extra = bench.get("extra_info") or {}
-        if not isinstance(extra, dict):
-            raise InputError(f"results file {path}: benchmark {bench['name']}: 'extra_info' is not an object")
-        version = extra.get("schema_version")
-        if version is not None and (not isinstance(version, int) or version > SCHEMA_VERSION):
-            raise InputError(
-                f"results file {path}: benchmark {bench['name']} has extra_info schema {version}, "
-                f"newer than this perfsuite understands ({SCHEMA_VERSION}); upgrade perfsuite"
-            )
-    _check_outcomes(path, data.get("perfsuite"))
-    legacy = data.get("perfsuite_skipped")  # the first plugin version: [{"nodeid", "reason"}], skips only
-    if legacy is not None and (not isinstance(legacy, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("nodeid"), str) for e in legacy)):
-        raise InputError(f"results file {path}: 'perfsuite_skipped' is not a list of {{'nodeid', 'reason'}}")
+        raise InputError(f"{where}: not a pytest-benchmark results file (no 'benchmarks' list)")
+    _refuse_newer_schema(data, where)
+    validate(data, RESULTS_SCHEMA, where)
     return data
 
 
-def _check_stats(path: Path, bench: dict[str, Any]) -> None:
-    stats = bench["stats"]
-    if not isinstance(stats, dict):
-        raise InputError(f"results file {path}: benchmark {bench['name']}: 'stats' is not an object")
-    for key in ("median", "mean", "stddev", "rounds"):
-        value = stats.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InputError(f"results file {path}: benchmark {bench['name']}: stats.{key} is {value!r}, "
-                             "not a finite non-negative number")
-    for key in ("median", "mean", "min"):  # the gate divides by these and takes their logarithms
-        if key in stats and not (isinstance(stats[key], (int, float)) and stats[key] > 0):
-            raise InputError(f"results file {path}: benchmark {bench['name']}: stats.{key} is {stats[key]!r}, "
-                             "not a positive time")
-    if stats["rounds"] < 1:
-        raise InputError(f"results file {path}: benchmark {bench['name']}: stats.rounds is {stats['rounds']}")
-    data = stats.get("data")
-    if data is not None and (not isinstance(data, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in data)):
-        raise InputError(f"results file {path}: benchmark {bench['name']}: stats.data is not a list of numbers")
+def _refuse_newer_schema(data: dict[str, Any], where: str) -> None:
+    """A newer schema may change what fields mean: say "upgrade" before judging its fields."""
+    section = data.get("perfsuite")
+    versions = [("perfsuite.schema_version", section.get("schema_version") if isinstance(section, dict) else None)]
+    versions += [(f"benchmarks[{index}].extra_info.schema_version", bench["extra_info"].get("schema_version"))
+                 for index, bench in enumerate(data["benchmarks"])
+                 if isinstance(bench, dict) and isinstance(bench.get("extra_info"), dict)]
+    for field, version in versions:
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise InputError(f"{where}: field {field} is {version}, newer than this perfsuite understands "
+                             f"({SCHEMA_VERSION}); upgrade perfsuite")
 
 
-def _check_outcomes(path: Path, section: Any) -> None:
-    if section is None:
-        return
-    if not isinstance(section, dict) or not isinstance(section.get("outcomes", []), list):
-        raise InputError(f"results file {path}: 'perfsuite' section is not {{'outcomes': [...]}}")
-    for entry in section.get("outcomes", []):
-        if not isinstance(entry, dict) or not isinstance(entry.get("nodeid"), str) \
-                or entry.get("outcome") not in ("skipped", "failed"):
-            raise InputError(f"results file {path}: 'perfsuite' outcome entry {entry!r} is malformed")
+# -- the schema of a results file --------------------------------------------------------------------
+# Every field a reader (gate, report, upgrade report, baseline store) uses is declared with its type;
+# any field may be added later (additional properties are allowed) and measured values may be null.
+
+_TEXT = {"type": ["string", "null"]}
+_FLAG = {"type": ["boolean", "null"]}
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+_AMOUNT = {"type": ["number", "null"], "minimum": 0}  # seconds, bytes, rates: never negative
+_NUMBER = {"type": ["number", "null"]}
+_OBJECT = {"type": ["object", "null"]}
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+_POSITIVE_TIME = {"type": "number", "exclusiveMinimum": 0}  # the gate divides by these, takes logarithms
+_TIME = {"type": "number", "minimum": 0}
+
+
+def _record(properties: dict[str, Any], *, nullable: bool = True, **more: Any) -> dict[str, Any]:
+    return {"type": ["object", "null"] if nullable else "object", "properties": properties, **more}
+
+
+def _array(items: dict[str, Any], *, nullable: bool = True) -> dict[str, Any]:
+    return {"type": ["array", "null"] if nullable else "array", "items": items}
+
+
+_STATS = _record({
+    "median": _POSITIVE_TIME, "mean": _POSITIVE_TIME, "min": _POSITIVE_TIME, "max": _TIME, "stddev": _TIME,
+    "q1": _TIME, "q3": _TIME, "iqr": _TIME, "rounds": {"type": "integer", "minimum": 1},
+    "data": _array({"type": "number", "minimum": 0}),
+}, nullable=False, required=["median", "mean", "stddev", "rounds"])
+
+_PARITY_OUTPUT = _record({"passed": _FLAG, "max_rel_error": _AMOUNT, "max_abs_error": _AMOUNT, "min_cosine": _NUMBER,
+                          "top1_agreement": _AMOUNT, "top5_agreement": _AMOUNT, "nonfinite": _COUNT,
+                          "failures": _array({"type": "string"})}, nullable=False)
+
+_EXTRA_INFO = _record({
+    "schema_version": {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION},
+    **dict.fromkeys(("kind", "model", "weights", "weights_source", "weights_fingerprint", "backend", "precision",
+                     "device", "numeric_mode", "transform", "pipeline"), _TEXT),
+    "batch_size": {"type": ["integer", "null"], "minimum": 1},
+    "cudnn_benchmark": _FLAG,
+    "tf32": _record({"cudnn_conv": _TEXT, "cuda_matmul": _TEXT}),
+    **dict.fromkeys(("build_s", "load_s", "cold_start_s", "images_per_s", "peak_gpu_memory_bytes",
+                     "host_peak_rss_bytes"), _AMOUNT),
+    "host_rss_delta_bytes": _NUMBER,  # memory can shrink
+    "timing": _record({"clock": _TEXT, "synchronized": _FLAG, "warmup_rounds": _COUNT, "rounds": _COUNT,
+                       "timer_overhead_s": _AMOUNT}),
+    "parity": _record({"passed": {"type": "boolean"},
+                       "outputs": {"type": ["object", "null"], "additionalProperties": _PARITY_OUTPUT}}),
+    "backend_info": _OBJECT,
+    "stability": _record({"cv": _AMOUNT, "cv_threshold": {"type": "number", "minimum": 0}, "unstable": _FLAG}),
+    "gpu_telemetry": _record({
+        "before": _OBJECT, "after": _OBJECT, "throttled": _FLAG, "contended": _FLAG, "other_processes": _COUNT,
+        "throttle_reasons": _array({"type": "string"}, nullable=False)}),
+    "host_telemetry": _record({
+        **dict.fromkeys(("wall_s", "own_cpu_s", "other_cpu_s", "other_cpu_fraction", "cgroup_other_cpu_s",
+                         "cpu_throttled_s"), _AMOUNT),
+        "cpu_count": {"type": ["integer", "null"], "minimum": 1},
+        "cpus": _array({"type": "integer", "minimum": 0}),
+        "cpu_quota": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "cpu_quota_source": _TEXT,
+        "load_average_before": _array({"type": "number"}), "load_average_after": _array({"type": "number"})}),
+},  # a latency row is drawn and compared per batch size: it must say which
+    allOf=[{"if": {"required": ["kind"], "properties": {"kind": {"const": "latency"}}},
+            "then": {"required": ["batch_size"], "properties": {"batch_size": {"type": "integer"}}}}])
+
+_OUTCOME = _record({"nodeid": {"type": "string"}, "outcome": {"enum": ["skipped", "failed"]}, "when": _TEXT,
+                    "reason": _TEXT}, nullable=False, required=["nodeid", "outcome"])
+
+RESULTS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "pytest-benchmark results file, as perfsuite reads it",
+    **_record({
+        "benchmarks": _array(_record({
+            "name": {"type": "string"}, "fullname": {"type": "string"}, "group": _TEXT, "param": _TEXT,
+            "params": _OBJECT, "stats": _STATS, "extra_info": _EXTRA_INFO,
+        }, nullable=False, required=["name", "stats"]), nullable=False),
+        "machine_info": _record({
+            # the hardware fingerprint and the software versions: compared, hashed, shown
+            "perfsuite": _record({"device": {"type": "string"}, "gpu_memory_bytes": _AMOUNT,
+                                  **dict.fromkeys((*CPU_FIELDS, *GPU_FIELDS, *SOFTWARE_FIELDS), _SCALAR)},
+                                 nullable=False),
+            # pytest-benchmark's own fields, the fingerprint of runs saved without the perfsuite plugin
+            "cpu": _record({"brand_raw": _TEXT, "count": {"type": ["integer", "null"], "minimum": 1}},
+                           nullable=False),
+            "processor": _TEXT, "machine": _TEXT, "python_version": _TEXT,
+        }, nullable=False),
+        "commit_info": _record({"id": _TEXT, "dirty": _FLAG, "branch": _TEXT, "time": _TEXT, "author_time": _TEXT,
+                                "project": _TEXT}),
+        "datetime": _TEXT,
+        "version": _TEXT,
+        "perfsuite": _record({"schema_version": {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION},
+                              "outcomes": _array(_OUTCOME, nullable=False)}),
+        # a run stored in a baseline names it (``gate.store``)
+        "perfsuite_baseline": _record({"fingerprint_id": {"type": "string"}, "file": {"type": "string"}},
+                                      nullable=False),
+        # the first plugin version recorded skips only, as [{"nodeid", "reason"}]
+        "perfsuite_skipped": _array(_record({"nodeid": {"type": "string"}, "reason": _TEXT}, nullable=False,
+                                            required=["nodeid"]), nullable=False),
+    }, nullable=False, required=["benchmarks"]),
+}

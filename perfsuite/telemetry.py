@@ -15,20 +15,32 @@ What it means (:func:`assess`):
   container our own PID differs, so when our PID is not in the list one entry is taken to be us
   (we hold a CUDA context while the benchmark runs).
 
+A query that fails is recorded as ``None``, never as "nothing there": ``throttled`` and
+``contended`` are ``None`` (unknown) unless the readings that could be taken already show
+throttling or another process.
+
 nvidia-ml-py is imported lazily; without it, or without a driver, every reading is ``None`` and
 :func:`unavailable_reason` says why.
 
 The host is watched too (:class:`HostWatch`, psutil, on every device): the CPU time that *other*
-processes used while the benchmark ran, as a fraction of the machine's CPU capacity over that
-time (busy time of all CPUs, minus this process's CPU time, over wall time x logical CPUs; steal
-time, taken by other virtual machines, counts as busy). On a shared CPU machine this is what
-makes whole runs several times slower; the gate leaves such runs out (``gate.verdict``).
+processes used while the benchmark ran, as a fraction of the CPU capacity this process may use
+over that time. Capacity is the CPUs of the process's affinity mask (``os.sched_getaffinity``, a
+container's cpuset): the busy time of those CPUs (psutil's per-CPU times; steal time, taken by
+other virtual machines, counts as busy) minus this process's CPU time, over wall time x those
+CPUs. Under a cgroup CPU quota (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``; the tightest on
+the process's cgroup path) the other processes of that cgroup compete for the quota: their CPU
+time (the cgroup's usage minus ours, where the cgroup reports it) over wall time x quota counts
+too, and the time the quota held the cgroup back is recorded. On a shared CPU machine this is
+what makes whole runs several times slower; the gate leaves such runs out (``gate.verdict``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 THROTTLE_REASONS = {  # NVML clock-event bits that mean the GPU was slowed against its will
@@ -87,9 +99,9 @@ def _try(fn: Any, *args: Any) -> Any:
         return None
 
 
-def _decode_reasons(mask: int | None) -> list[str]:
+def _decode_reasons(mask: int | None) -> list[str] | None:
     if mask is None:
-        return []
+        return None  # the query failed: unknown, not "no reasons"
     names = {**THROTTLE_REASONS, **OTHER_REASONS}
     return [name for bit, name in sorted(names.items()) if mask & bit]
 
@@ -123,7 +135,7 @@ def read_state(device: str) -> dict[str, Any] | None:
         or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
     power_mw = _try(nvml.nvmlDeviceGetPowerUsage, handle)
     limit_mw = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
-    processes = _try(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+    processes = _try(nvml.nvmlDeviceGetComputeRunningProcesses, handle)
     violations = {}
     for name, policy in (("power", nvml.NVML_PERF_POLICY_POWER), ("thermal", nvml.NVML_PERF_POLICY_THERMAL)):
         status = _try(nvml.nvmlDeviceGetViolationStatus, handle, policy)
@@ -138,33 +150,40 @@ def read_state(device: str) -> dict[str, Any] | None:
         "power_limit_w": limit_mw / 1000 if limit_mw is not None else None,
         "clock_event_reasons": _decode_reasons(mask),
         "violation_ns": violations,
-        "processes": [{"pid": int(p.pid), "used_memory_bytes": getattr(p, "usedGpuMemory", None)}
-                      for p in processes],
+        "processes": None if processes is None else [
+            {"pid": int(p.pid), "used_memory_bytes": getattr(p, "usedGpuMemory", None)} for p in processes],
         "own_pid": os.getpid(),
     }
 
 
-def other_processes(reading: dict[str, Any]) -> int:
-    """How many processes besides this one had a compute context on the GPU at ``reading``.
+def other_processes(reading: dict[str, Any]) -> int | None:
+    """How many processes besides this one had a compute context on the GPU at ``reading``; None if
+    the query failed.
 
     Readings are taken while this process holds a CUDA context, so one entry is ours: found by
     PID, or (in a container, where NVML reports host PIDs) assumed.
     """
-    pids = {p["pid"] for p in reading.get("processes") or []}
-    return max(len(pids) - 1, 0)
+    processes = reading.get("processes")
+    if processes is None:
+        return None
+    return max(len({p["pid"] for p in processes}) - 1, 0)
 
 
 def assess(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
-    """Throttling and contention over a benchmark, from the readings before and after it."""
+    """Throttling and contention over a benchmark, from the readings before and after it; ``None``
+    where a reading or query is missing and the others show nothing."""
     readings = [r for r in (before, after) if r]
-    reasons = sorted({name for r in readings for name in r.get("clock_event_reasons", [])
+    reasons = sorted({name for r in readings for name in r.get("clock_event_reasons") or []
                       if name in THROTTLE_REASONS.values()})
     thermal = [((r or {}).get("violation_ns") or {}).get("thermal") for r in (before, after)]
     if before and after and None not in thermal and thermal[1] > thermal[0]:
         reasons.append(f"thermal violation for {(thermal[1] - thermal[0]) / 1e6:.0f} ms")
-    others = max((other_processes(r) for r in readings), default=0)
-    return {"throttled": bool(reasons), "throttle_reasons": reasons, "contended": others > 0,
-            "other_processes": others}
+    reasons_read = all(r and r.get("clock_event_reasons") is not None for r in (before, after))
+    counts = [other_processes(r) if r else None for r in (before, after)]
+    seen = max((c for c in counts if c is not None), default=None)
+    others = seen if seen or None not in counts else None
+    return {"throttled": True if reasons else (False if reasons_read else None), "throttle_reasons": reasons,
+            "contended": None if others is None else others > 0, "other_processes": others}
 
 
 class GpuWatch:
@@ -188,6 +207,111 @@ class GpuWatch:
         return {"before": self.before, "after": self.after, **assess(self.before, self.after)}
 
 
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on: its affinity mask where the OS has one, else every CPU."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuQuota:
+    """A cgroup CPU quota over this process: ``cpus`` worth of CPU time per wall second."""
+
+    cpus: float
+    source: Path  # the file that sets it
+    throttled: tuple[Path, str, float]  # where the time the quota held the cgroup back is: file, key, s per unit
+    usage: tuple[Path, str | None, float] | None  # the cgroup's own CPU time, where it reports it
+
+    def throttled_s(self) -> float | None:
+        return _counter(*self.throttled)
+
+    def usage_s(self) -> float | None:
+        return _counter(*self.usage) if self.usage else None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _counter(path: Path, key: str | None, seconds_per_unit: float) -> float | None:
+    """A cgroup counter in seconds: the whole file (``key`` None) or one ``key value`` line of it."""
+    text = _read(path)
+    if text is None:
+        return None
+    lines = dict(line.split(maxsplit=1) for line in text.splitlines() if " " in line) if key else {None: text}
+    try:
+        return int(lines[key]) * seconds_per_unit
+    except (KeyError, ValueError):
+        return None
+
+
+def _cgroup_paths() -> dict[str, str]:
+    """controller -> this process's cgroup path ("" for cgroup v2), from /proc/self/cgroup."""
+    paths: dict[str, str] = {}
+    for line in (_read(Path("/proc/self/cgroup")) or "").splitlines():
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _cgroup_folders(mount: Path, path: str) -> list[Path]:
+    """The folder of cgroup ``path`` under ``mount`` and its ancestors up to the mount, innermost first."""
+    leaf = mount / path.lstrip("/")
+    if not leaf.is_dir():
+        leaf = mount  # a container sees its own cgroup at the mount's root
+    folders = [leaf]
+    while folders[-1] != mount and folders[-1].parent != folders[-1]:
+        folders.append(folders[-1].parent)
+    return folders
+
+
+def _ratio(quota: str | None, period: str | None) -> float | None:
+    """CPUs' worth of a quota (``quota`` microseconds every ``period``); None where there is none."""
+    try:
+        value = int(quota or "") / int(period or "")
+    except (ValueError, ZeroDivisionError):
+        return None  # "max", -1 (v1's "none") or unreadable
+    return value if value > 0 else None
+
+
+def cpu_quota() -> CpuQuota | None:
+    """The tightest cgroup CPU quota on this process's cgroup path (Linux, cgroup v1 or v2), or None."""
+    paths, quotas = _cgroup_paths(), []
+    if "" in paths:
+        for mount in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+            for folder in _cgroup_folders(mount, paths[""]) if mount.is_dir() else []:
+                quota, _, period = (_read(folder / "cpu.max") or "").partition(" ")  # "max 100000": none
+                cpus = _ratio(quota, period)
+                if cpus:
+                    stat = folder / "cpu.stat"
+                    quotas.append(CpuQuota(cpus, folder / "cpu.max", (stat, "throttled_usec", 1e-6),
+                                           (stat, "usage_usec", 1e-6)))
+    if "cpu" in paths:
+        for mount in (CGROUP_ROOT / "cpu", CGROUP_ROOT / "cpu,cpuacct"):
+            for folder in _cgroup_folders(mount, paths["cpu"]) if mount.is_dir() else []:
+                cpus = _ratio(_read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us"))
+                if cpus:
+                    # cpuacct counts the cgroup's CPU time: beside the quota when mounted with cpu, else in
+                    # its own hierarchy if this process sits at the same path there
+                    usage = folder / "cpuacct.usage"
+                    if not usage.exists() and paths.get("cpuacct") == paths["cpu"]:
+                        usage = CGROUP_ROOT / "cpuacct" / folder.relative_to(mount) / "cpuacct.usage"
+                    quotas.append(CpuQuota(cpus, folder / "cpu.cfs_quota_us",
+                                           (folder / "cpu.stat", "throttled_time", 1e-9),
+                                           (usage, None, 1e-9) if usage.exists() else None))
+    return min(quotas, key=lambda q: q.cpus, default=None)
+
+
 class HostWatch:
     """CPU time used by other processes while a block ran; ``as_dict()`` is the ``host_telemetry`` field."""
 
@@ -196,13 +320,19 @@ class HostWatch:
 
         self._psutil = psutil
         self._process = psutil.Process()
-        self._start: tuple[float, float, float, tuple[float, ...]] | None = None
+        self.cpus = allowed_cpus()
+        self.quota = cpu_quota()
+        self._start: dict[str, Any] = {}
         self.result: dict[str, Any] | None = None
 
     def _busy_seconds(self) -> float:
-        times = self._psutil.cpu_times()
-        idle = times.idle + getattr(times, "iowait", 0.0)
-        return sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        per_cpu = self._psutil.cpu_times(percpu=True)
+        total = 0.0
+        for cpu in (c for c in self.cpus if c < len(per_cpu)):
+            times = per_cpu[cpu]
+            idle = times.idle + getattr(times, "iowait", 0.0)
+            total += sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        return total
 
     def _own_seconds(self) -> float:
         # Children this process waited for (the fresh-process cold-start and compile benchmarks)
@@ -210,24 +340,34 @@ class HostWatch:
         times = self._process.cpu_times()
         return times.user + times.system + times.children_user + times.children_system
 
-    def __enter__(self) -> HostWatch:
-        import time
+    def _sample(self) -> dict[str, Any]:
+        return {"wall": time.perf_counter(), "busy": self._busy_seconds(), "own": self._own_seconds(),
+                "cgroup": self.quota.usage_s() if self.quota else None,
+                "throttled": self.quota.throttled_s() if self.quota else None, "load": list(os.getloadavg())}
 
-        self._start = (time.perf_counter(), self._busy_seconds(), self._own_seconds(), os.getloadavg())
+    def __enter__(self) -> HostWatch:
+        self._start = self._sample()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        import time
-
-        wall = time.perf_counter() - self._start[0]
-        busy = self._busy_seconds() - self._start[1]
-        own = self._own_seconds() - self._start[2]
-        cpus = self._psutil.cpu_count() or 1
-        others = max(busy - own, 0.0)
+        end, start = self._sample(), self._start
+        wall, own = end["wall"] - start["wall"], end["own"] - start["own"]
+        others = max(end["busy"] - start["busy"] - own, 0.0)
+        cgroup_others = throttled = None
+        if end["cgroup"] is not None and start["cgroup"] is not None:
+            cgroup_others = max(end["cgroup"] - start["cgroup"] - own, 0.0)
+        if end["throttled"] is not None and start["throttled"] is not None:
+            throttled = end["throttled"] - start["throttled"]
+        fractions = [others / (wall * len(self.cpus))] if wall > 0 else []
+        if cgroup_others is not None and fractions:
+            fractions.append(cgroup_others / (wall * self.quota.cpus))
         self.result = {
-            "wall_s": wall, "cpu_count": cpus, "own_cpu_s": own, "other_cpu_s": others,
-            "other_cpu_fraction": others / (wall * cpus) if wall > 0 else None,
-            "load_average_before": list(self._start[3]), "load_average_after": list(os.getloadavg()),
+            "wall_s": wall, "cpus": self.cpus, "cpu_count": len(self.cpus),
+            "cpu_quota": self.quota.cpus if self.quota else None,
+            "cpu_quota_source": str(self.quota.source) if self.quota else None,
+            "own_cpu_s": own, "other_cpu_s": others, "cgroup_other_cpu_s": cgroup_others,
+            "cpu_throttled_s": throttled, "other_cpu_fraction": max(fractions, default=None),
+            "load_average_before": start["load"], "load_average_after": end["load"],
         }
 
     def as_dict(self) -> dict[str, Any] | None:

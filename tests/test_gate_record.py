@@ -7,14 +7,22 @@ run to a few seconds) through ``perfsuite baseline record`` with the perfsuite p
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 
 from perfsuite.cli import main
 from perfsuite.errors import InputError
 from perfsuite.gate.record import pytest_arguments, record_runs
 from perfsuite.gate.runs import load_run
+from perfsuite.gate.store import list_baselines
 
 TESTS = textwrap.dedent('''
     import pytest
@@ -35,6 +43,8 @@ TESTS = textwrap.dedent('''
 def recorded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("record")
     (folder / "test_tiny.py").write_text(TESTS)
+    (folder / "runs").mkdir()
+    (folder / "runs" / ".run-05.json.partial").write_text('{"benchmarks": [')  # left by a killed recorder
     code = main(["baseline", "record", "--runs", "2", "--output", str(folder / "runs"), "--",
                  str(folder / "test_tiny.py"), "-p", "perfsuite.plugin", "-q", "-p", "no:cacheprovider",
                  "--benchmark-min-rounds", "3", "--benchmark-max-time", "0.01"])
@@ -75,7 +85,8 @@ def test_store_refuses_a_baseline_with_failing_tests(recorded, capsys):
     store = folder / "baselines"
     code = main(["baseline", "record", "--runs", "1", "--store", str(store), "--", str(folder / "test_tiny.py"),
                  "-p", "no:cacheprovider", "-q", "--benchmark-max-time", "0.01"])
-    assert code == 1 and not store.exists()
+    assert code == 1 and list_baselines(store) == []
+    assert not [p for p in store.iterdir() if p.is_dir()]  # its recording folder is gone too
     assert "baseline not stored" in capsys.readouterr().err
 
 
@@ -83,9 +94,66 @@ def test_a_run_without_json_is_an_error(tmp_path):
     (tmp_path / "test_skips.py").write_text("import pytest\n\ndef test_x(benchmark):\n    pytest.skip('no GPU')\n")
     with pytest.raises(InputError, match=r"run 1: pytest exited 0 without writing \.run-01\.json\.partial"):
         record_runs(1, tmp_path / "runs", [str(tmp_path / "test_skips.py"), "-q", "-p", "no:cacheprovider"])
+    assert not list((tmp_path / "runs").iterdir())  # not even the empty file some pytest-benchmarks open
 
 
 def test_default_target_is_the_benchmarks_folder():
     assert pytest_arguments(["--backends", "eager"]) == ["benchmarks", "--backends", "eager"]
     assert pytest_arguments(["--", "benchmarks/test_latency.py::test_latency", "-q"]) == [
         "benchmarks/test_latency.py::test_latency", "-q"]
+
+
+SLEEPY = textwrap.dedent('''
+    import time
+    from pathlib import Path
+
+    def test_sleeps(benchmark):
+        Path(__file__).with_name("started").touch()
+        time.sleep(60)
+        benchmark(time.sleep, 0.001)
+''')
+
+
+def pytest_child(recorder: subprocess.Popen, started: Path) -> psutil.Process:
+    """The recorder's pytest child, once it is inside the sleeping test."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = psutil.Process(recorder.pid).children()
+        if started.exists() and children:
+            return children[0]
+        assert recorder.poll() is None, "the recorder ended before its child started"
+        time.sleep(0.1)
+    raise AssertionError("the pytest child did not start within 60 s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "mode"), [(signal.SIGKILL, "store"), (signal.SIGTERM, "store"),
+                                              (signal.SIGINT, "output"), (signal.SIGKILL, "output")])
+def test_a_killed_recorder_takes_its_pytest_child_and_leaves_nothing(tmp_path, signum, mode):
+    (tmp_path / "test_sleepy.py").write_text(SLEEPY)
+    store, output = tmp_path / "baselines", tmp_path / "runs"
+    where = ["--store", str(store)] if mode == "store" else ["--output", str(output)]
+    command = [sys.executable, "-m", "perfsuite", "baseline", "record", "--runs", "2", *where, "--",
+               str(tmp_path / "test_sleepy.py"), "-q", "-p", "no:cacheprovider"]
+    recorder = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    child = pytest_child(recorder, tmp_path / "started")
+    assert "pytest" in " ".join(child.cmdline())
+    os.kill(recorder.pid, signum)
+    _, err = recorder.communicate(timeout=60)
+    _, alive = psutil.wait_procs([child], timeout=10)
+    assert not alive, f"the pytest child outlived the recorder ({signal.Signals(signum).name})"
+    assert not list(tmp_path.rglob("*.partial"))
+    if signum == signal.SIGKILL:
+        assert recorder.returncode == -signal.SIGKILL
+        # what a SIGKILL leaves (the store's recording folder) goes with the store's next use
+        if mode == "store":
+            assert [p.name[:8] for p in store.iterdir() if p.is_dir()] == [".record-"]
+            assert main(["baseline", "list", "--store", str(store)]) == 0
+    else:
+        assert recorder.returncode == 128 + signum
+        assert f"stopped by {signal.Signals(signum).name} during run 1" in err and "Traceback" not in err
+    if mode == "store":
+        assert not [p for p in store.iterdir() if p.is_dir()] and list_baselines(store) == []
+    else:
+        assert not list(output.iterdir())

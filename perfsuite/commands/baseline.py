@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from perfsuite.commands._gate import add_storage_option, baseline_dir
@@ -47,24 +46,29 @@ def register(subparsers) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
-    from perfsuite.gate.record import record_runs
+    from perfsuite.gate.record import RecordInterrupted, record_runs
     from perfsuite.gate.runs import load_run
-    from perfsuite.gate.store import save_baseline
+    from perfsuite.gate.store import recording_folder, save_baseline
 
-    if args.output:
-        recorded = record_runs(args.runs, Path(args.output), args.pytest_args)
-        failed = [r for r in recorded if r.exit_code != 0]
-        print(f"perfsuite baseline record: {len(recorded)} runs in {args.output}"
-              + (f"; {len(failed)} had failing tests (compare will report them)" if failed else ""))
-        return 0
-    with tempfile.TemporaryDirectory(prefix="perfsuite-record-") as folder:
-        recorded = record_runs(args.runs, Path(folder), args.pytest_args)
-        failed = [r for r in recorded if r.exit_code != 0]
-        if failed and not args.allow_failures:
-            print(f"perfsuite baseline record: {len(failed)} of {len(recorded)} runs had failing tests; baseline not "
-                  "stored (--allow-failures stores it anyway)", file=sys.stderr)
-            return 1
-        stored = save_baseline(baseline_dir(args), [load_run(r.path) for r in recorded])
+    try:
+        if args.output:
+            recorded = record_runs(args.runs, Path(args.output), args.pytest_args)
+            failed = [r for r in recorded if r.exit_code != 0]
+            print(f"perfsuite baseline record: {len(recorded)} runs in {args.output}"
+                  + (f"; {len(failed)} had failing tests (compare will report them)" if failed else ""))
+            return 0
+        root = Path(baseline_dir(args))
+        with recording_folder(root) as folder:
+            recorded = record_runs(args.runs, folder, args.pytest_args)
+            failed = [r for r in recorded if r.exit_code != 0]
+            if failed and not args.allow_failures:
+                print(f"perfsuite baseline record: {len(failed)} of {len(recorded)} runs had failing tests; baseline "
+                      "not stored (--allow-failures stores it anyway)", file=sys.stderr)
+                return 1
+            stored = save_baseline(root, [load_run(r.path) for r in recorded])
+    except RecordInterrupted as exc:
+        print(f"perfsuite baseline record: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     print(f"perfsuite baseline record: {len(recorded)} runs stored in {stored}")
     return 0
 
@@ -93,13 +97,20 @@ def run_fingerprint(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """Every folder of the store, verified; exit 2 when one is not a usable baseline (each says why)."""
     from perfsuite.gate.store import list_baselines
 
-    root = baseline_dir(args)
-    baselines = list_baselines(root)
-    if not baselines:
-        print(f"no baselines under {root}")
-    for manifest in baselines:
-        print(f"{manifest['fingerprint_id']}  {len(manifest['runs'])} runs  {manifest.get('created')}  "
-              f"{manifest.get('label')}")
-    return 0
+    root = Path(baseline_dir(args))
+    entries = list_baselines(root)
+    for entry in entries:
+        if entry.manifest is not None:
+            manifest = entry.manifest
+            print(f"{manifest['fingerprint_id']}  {len(manifest['runs'])} runs  {manifest.get('created')}  "
+                  f"{manifest.get('label')}  (verified)")
+    problems = [entry for entry in entries if entry.problem]
+    for entry in problems:
+        print(f"not a usable baseline: {entry.problem}", file=sys.stderr)
+    if not entries:
+        state = "" if root.is_dir() else " (not a folder)" if root.exists() else " (the folder does not exist)"
+        print(f"no baselines under {root}{state}")
+    return 2 if problems else 0

@@ -2,27 +2,49 @@
 
 A fresh process per run is the point: a run's samples share its process and machine state, and
 only separate runs show the run-to-run variation the gate's test needs.
+
+The pytest child never outlives the recorder. It runs in its own process group; SIGTERM and SIGINT
+(Ctrl-C) sent to the recorder are forwarded to that group, the recorder waits for it to exit,
+deletes the partial file and stops with 128 + the signal number (a second signal kills the group).
+On Linux the child also asks the kernel to SIGKILL it when the recorder dies (``PR_SET_PDEATHSIG``),
+which covers a SIGKILL of the recorder. What a killed recorder could not delete (a partial
+``.run-NN.json.partial``, the store's ``.record-*`` folder) is deleted by the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from perfsuite.errors import InputError
+from perfsuite.errors import InputError, PerfsuiteError
 from perfsuite.results import load_benchmark_json
 
 DEFAULT_TARGET = "benchmarks"
+FORWARDED = (signal.SIGTERM, signal.SIGINT)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordedRun:
     path: Path
     exit_code: int  # pytest's: 0 all passed, 1 some failed
+
+
+class RecordInterrupted(PerfsuiteError):
+    """The recorder got SIGTERM or SIGINT; the child was stopped and its partial output deleted."""
+
+    def __init__(self, signum: int, run: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} during run {run}; the pytest child was stopped "
+                         "and nothing partial was kept")
+        self.signum = signum
 
 
 def pytest_arguments(extra: Sequence[str]) -> list[str]:
@@ -35,24 +57,82 @@ def pytest_arguments(extra: Sequence[str]) -> list[str]:
 def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
                 prefix: str = "run", first_index: int = 1) -> list[RecordedRun]:
     """Run the suite ``count`` times into ``output/<prefix>-NN.json``; each file is checked, then renamed
-    into place (a reader never sees a partial run)."""
+    into place (a reader never sees a partial run, and none is left behind)."""
     if count < 1:
         raise InputError(f"--runs {count}: must be at least 1")
     output.mkdir(parents=True, exist_ok=True)
+    for stale in output.glob(f".{prefix}-*.json.partial"):  # left by a recorder that was killed
+        stale.unlink(missing_ok=True)
     arguments = pytest_arguments(extra)
     recorded = []
     for index in range(first_index, first_index + count):
+        number = index - first_index + 1
         final = output / f"{prefix}-{index:02d}.json"
         partial = output / f".{final.name}.partial"
-        partial.unlink(missing_ok=True)
         command = [sys.executable, "-m", "pytest", *arguments, "--benchmark-json", str(partial)]
-        print(f"perfsuite: run {index - first_index + 1} of {count}: {' '.join(command[1:])}", flush=True)
-        completed = subprocess.run(command, env={**os.environ, **(env or {})}, check=False)
-        # Some pytest-benchmark versions open the file even when no benchmark ran: empty is the same case.
-        if not partial.exists() or partial.stat().st_size == 0:
-            raise InputError(f"run {index - first_index + 1}: pytest exited {completed.returncode} without writing "
-                             f"{partial.name} (every benchmark skipped or a crash; see its output above)")
-        load_benchmark_json(partial)
-        os.replace(partial, final)
-        recorded.append(RecordedRun(final, completed.returncode))
+        print(f"perfsuite: run {number} of {count}: {' '.join(command[1:])}", flush=True)
+        try:
+            exit_code = run_child(command, {**os.environ, **(env or {})}, number)
+            # Some pytest-benchmark versions open the file even when no benchmark ran: empty is the same case.
+            if not partial.exists() or partial.stat().st_size == 0:
+                raise InputError(f"run {number}: pytest exited {exit_code} without writing {partial.name} (every "
+                                 "benchmark skipped or a crash; see its output above)")
+            load_benchmark_json(partial)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
+        recorded.append(RecordedRun(final, exit_code))
     return recorded
+
+
+def run_child(command: Sequence[str], env: Mapping[str, str], run: int) -> int:
+    """Run ``command`` to its end, tied to this process (see the module docstring); its exit code."""
+    received: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if child is not None:
+            _signal_group(child.pid, signum if len(received) == 1 else signal.SIGKILL)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
+    try:
+        child = subprocess.Popen(command, env=dict(env), preexec_fn=_tie_to_parent(os.getpid()))
+        if received:  # arrived before the child existed
+            _signal_group(child.pid, received[0])
+        exit_code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise RecordInterrupted(received[0], run)
+    return exit_code
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has exited already
+        os.killpg(pid, signum)
+
+
+def _tie_to_parent(parent: int) -> Any:
+    """The child's first act after fork: its own process group, and (Linux) death with ``parent``."""
+    prctl = _prctl()
+
+    def tie() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return tie
+
+
+def _prctl() -> Any:
+    """libc's prctl on Linux (looked up before fork: the child must not load libraries), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None

@@ -4,11 +4,13 @@ A *side* of a comparison (baseline or new) is one or more whole runs of the suit
 a string of comma-separated items, each one of:
 
 * a file path;
-* a folder: every ``*.json`` in it (a baseline folder also has ``baseline.json``, its manifest,
-  which is checked and not read as a run; see ``store``);
+* a folder: every ``*.json`` in it (a baseline folder also has ``baseline.json``, its manifest);
 * a glob (``runs/pr-*.json``; quote it so the shell leaves it alone);
 * a pytest-benchmark storage id: ``0003`` or ``Linux-CPython-3.11-64bit/0003`` (a file-name prefix
   under ``--storage``, default ``.benchmarks``), as ``pytest --benchmark-compare`` takes it.
+
+Runs in a stored baseline are read only through its verified manifest, whichever form names them
+(see ``store``).
 """
 
 from __future__ import annotations
@@ -167,16 +169,23 @@ def _storage_matches(item: str, storage: Path) -> list[Path]:
 
 def resolve_side(spec: str, storage: str | Path = ".benchmarks", what: str = "runs") -> list[Path]:
     """The run files a side names (see the module docstring); an error names what matched nothing."""
+    from perfsuite.gate.store import STORE_MARKER
+
     storage = Path(storage)
     paths: list[Path] = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
+        _recover_around(item)
         candidate = Path(item)
+        if candidate.name == MANIFEST_NAME and candidate.is_file():
+            candidate = candidate.parent  # the manifest stands for its baseline
         if candidate.is_dir():
             found = sorted(p for p in candidate.glob("*.json") if p.name != MANIFEST_NAME)
             if not found:
-                raise InputError(f"{what} {item!r}: the folder has no *.json run files")
+                hint = (": it is a baseline store, name one of its baselines (perfsuite baseline list)"
+                        if (candidate / STORE_MARKER).exists() else "")
+                raise InputError(f"{what} {item!r}: the folder has no *.json run files{hint}")
         elif candidate.is_file():
             found = [candidate]
         elif glob.has_magic(item):
@@ -194,19 +203,45 @@ def resolve_side(spec: str, storage: str | Path = ".benchmarks", what: str = "ru
     return paths
 
 
+def _recover_around(item: str) -> None:
+    """Settle an interrupted baseline replacement where ``item`` points (the folder it names may be
+    missing for the moment): in the deepest existing folder on its path and that folder's parent."""
+    from perfsuite.gate.store import recover
+
+    path = Path(item)
+    while glob.has_magic(str(path)) or not path.is_dir():
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in dict.fromkeys([path, path.parent]):
+        if folder.is_dir():
+            recover(folder)
+
+
 def load_side(spec: str | Sequence[str | Path], storage: str | Path = ".benchmarks",
               what: str = "runs") -> list[SavedRun]:
-    """Load every run a side names; a baseline folder's manifest is verified first."""
-    from perfsuite.gate.store import verify_folder
+    """Load every run a side names; runs in a baseline folder are verified against its manifest."""
+    from perfsuite.gate.store import load_baseline, refuse_unverified
 
     specs = [spec] if isinstance(spec, str) else [str(s) for s in spec]
     paths: list[Path] = []
     for item in specs:
-        for part in item.split(","):
-            if Path(part.strip()).is_dir():
-                verify_folder(Path(part.strip()))
         paths.extend(p for p in resolve_side(item, storage, what) if p not in paths)
-    return [load_run(path) for path in paths]
+    baselines: dict[Path, dict[str, SavedRun]] = {}
+    runs = []
+    for path in paths:
+        folder = path.parent
+        if (folder / MANIFEST_NAME).exists():
+            if folder not in baselines:
+                baselines[folder] = load_baseline(folder)
+            run = baselines[folder].get(path.name)
+            if run is None:
+                raise InputError(f"{what} {path}: not in baseline {folder} (was it replaced while being read?)")
+        else:
+            run = load_run(path)
+            refuse_unverified(run)
+        runs.append(run)
+    return runs
 
 
 def per_run_values(runs: Sequence[SavedRun], key: str, statistic: str = "median") -> list[float]:
