@@ -36,6 +36,8 @@ def run_in_fresh_process(function: str, kwargs: dict[str, Any], *, timeout_s: fl
     """Call ``function`` ("package.module.name") in a new interpreter; its result plus ``process_wall_s``."""
     import torch
 
+    from perfsuite.gate.record import tie_to_parent
+
     child_env = {**os.environ, **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, child_env.get("PYTHONPATH")]))
     request = json.dumps({"function": function, "kwargs": kwargs,
@@ -43,7 +45,8 @@ def run_in_fresh_process(function: str, kwargs: dict[str, Any], *, timeout_s: fl
     started = time.perf_counter()
     try:
         finished = subprocess.run([sys.executable, "-c", _BOOTSTRAP, request], capture_output=True, text=True,
-                                  timeout=timeout_s, env=child_env, check=False)
+                                  timeout=timeout_s, env=child_env, check=False,
+                                  preexec_fn=tie_to_parent(os.getpid(), own_group=False))  # dies with us
     except subprocess.TimeoutExpired as exc:
         raise PerfsuiteError(f"{function} in a fresh process did not finish within {timeout_s:.0f} s") from exc
     wall = time.perf_counter() - started

@@ -17,8 +17,17 @@ Schema 1 (all times in seconds, memory in bytes; ``None`` where not measurable):
     cudnn_benchmark     bool
     build_s, load_s, cold_start_s
     images_per_s        batch_size / median latency
-    peak_gpu_memory_bytes, host_rss_delta_bytes, host_peak_rss_bytes
-    timing              {"clock", "synchronized", "warmup_rounds", "rounds", "timer_overhead_s"}
+    peak_gpu_memory_bytes  device memory the runner holds at its peak: the fall of cudaMemGetInfo's
+                        free memory over build, load, first call and the timed rounds (every
+                        library's allocations; ``measure.RunnerFootprint``); None on the CPU
+    host_rss_delta_bytes   host RSS growth over build, load and first call, freed memory returned first
+    memory_method       how the two were measured
+    host_peak_rss_bytes only in runs saved before 2026-12 (the process's peak: not a figure of the row)
+    timing              {"clock", "synchronized", "warmup_rounds", "rounds", "calls_per_round" (calls
+                        timed per round, synchronized after the last), "timer_overhead_s",
+                        "timer_overhead_fraction" (of a round), "gc_disabled", "cpu_affinity"}
+    host_probe          the host-speed probe timed after every round of this row (``measure.HostProbe``):
+                        {"kind", "ops_per_block", "blocks", "median_s", "q1_s", "q3_s"}, or None
     parity              comparator report against the reference (see ``comparator``), or None
     backend_info        backend-specific facts (exporter, opset, engine bytes, ...)
     stability           {"cv", "cv_threshold", "unstable"}: stddev/mean of the timed rounds, the
@@ -42,7 +51,8 @@ Fields added later keep their meaning; readers treat a missing field as "not rec
 Besides the rows, the plugin adds one top-level key to the saved JSON (pytest-benchmark keeps
 only the rows of tests that ran, so skips and failures would otherwise leave no trace):
 
-    perfsuite           {"schema_version": 1, "outcomes": [{"nodeid", "outcome", "when", "reason"}]}
+    perfsuite           {"schema_version": 1, "outcomes": [{"nodeid", "outcome", "when", "reason"}],
+                        "host_probe": {"median_s", "rows"} (the median of the rows' probes) or None}
                         one entry per test that was skipped or failed ("outcome" is "skipped"
                         or "failed"; "when" is "setup", "call" or "teardown"); runs saved by
                         the first version carry ``perfsuite_skipped`` ([{"nodeid", "reason"}])
@@ -238,7 +248,13 @@ _EXTRA_INFO = _record({
                      "host_peak_rss_bytes"), _AMOUNT),
     "host_rss_delta_bytes": _NUMBER,  # memory can shrink
     "timing": _record({"clock": _TEXT, "synchronized": _FLAG, "warmup_rounds": _COUNT, "rounds": _COUNT,
-                       "timer_overhead_s": _AMOUNT}),
+                       "calls_per_round": {"type": ["integer", "null"], "minimum": 1},
+                       "timer_overhead_s": _AMOUNT, "timer_overhead_fraction": _AMOUNT, "gc_disabled": _FLAG,
+                       "cpu_affinity": _array({"type": "integer", "minimum": 0})}),
+    # the gate divides by the probe's median and takes its logarithm
+    "host_probe": _record({"kind": _TEXT, "ops_per_block": _COUNT, "blocks": _COUNT, "median_s": _POSITIVE_TIME,
+                           "q1_s": _AMOUNT, "q3_s": _AMOUNT}, required=["median_s"]),
+    "memory_method": _TEXT,
     "parity": _record({"passed": {"type": "boolean"},
                        "outputs": {"type": ["object", "null"], "additionalProperties": _PARITY_OUTPUT}}),
     "backend_info": _OBJECT,
@@ -284,7 +300,8 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "datetime": _TEXT,
         "version": _TEXT,
         "perfsuite": _record({"schema_version": {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION},
-                              "outcomes": _array(_OUTCOME, nullable=False)}),
+                              "outcomes": _array(_OUTCOME, nullable=False),
+                              "host_probe": _record({"median_s": _POSITIVE_TIME, "rows": _COUNT})}),
         # a run stored in a baseline names it (``gate.store``)
         "perfsuite_baseline": _record({"fingerprint_id": {"type": "string"}, "file": {"type": "string"}},
                                       nullable=False),

@@ -97,7 +97,7 @@ def run_child(command: Sequence[str], env: Mapping[str, str], run: int) -> int:
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     try:
-        child = subprocess.Popen(command, env=dict(env), preexec_fn=_tie_to_parent(os.getpid()))
+        child = subprocess.Popen(command, env=dict(env), preexec_fn=tie_to_parent(os.getpid()))
         if received:  # arrived before the child existed
             _signal_group(child.pid, received[0])
         exit_code = child.wait()
@@ -114,12 +114,14 @@ def _signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
-def _tie_to_parent(parent: int) -> Any:
-    """The child's first act after fork: its own process group, and (Linux) death with ``parent``."""
+def tie_to_parent(parent: int, own_group: bool = True) -> Any:
+    """A child's first act after fork: (Linux) death with ``parent``, and its own process group (so that
+    signals forwarded to the group reach the child's own children too)."""
     prctl = _prctl()
 
     def tie() -> None:
-        os.setpgid(0, 0)
+        if own_group:
+            os.setpgid(0, 0)
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before the request took effect
