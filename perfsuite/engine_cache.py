@@ -366,12 +366,13 @@ class EngineCache:
         """A ``.<file>.<random>.tmp`` from write_bytes_atomic: being written (its entry's lock is held) or orphaned."""
         entry = path.name[1:].rsplit(".", 3)[0] if path.name.startswith(".") else ""
         lock = self.root / f"{entry}.lock"
-        if entry and lock.exists():
-            try:
-                with FileLock(str(lock), timeout=0):
-                    pass
-            except Timeout:
-                return "being written now (its build holds the lock)"
+        if not (entry and lock.exists()):  # e.g. a timing cache's: no lock tells whether a build writes it
+            return "temporary file of an interrupted write, unless a build is writing it now"
+        try:
+            with FileLock(str(lock), timeout=0):
+                pass
+        except Timeout:
+            return "being written now (its build holds the lock)"
         return "orphaned temporary file (an interrupted write); perfsuite cache clear removes it"
 
     def clear(self) -> tuple[int, int]:
