@@ -159,7 +159,7 @@ def build_engine(flavor: TensorRTFlavor, onnx_bytes: bytes, precision: str, conf
         raise BackendError(f"{what}: parsed to {network.num_inputs} input(s) of type "
                            f"{image.dtype.name if image else '-'}; {precision} needs one {_DTYPES[precision][0]} input")
     builder_config = builder.create_builder_config()
-    builder_config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names for inspectors
+    builder_config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer detail for polygraphy inspect
     if config.optimization_level is not None:
         builder_config.builder_optimization_level = config.optimization_level
     if tf32 is not None:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     for row in table:
         state = "ok" if row["runs"] else f"cannot run: {row['reason']}"
         print(f"  {row['backend']:<36} {row['precision']:<5} {state}")
-        facts = {k: row[k] for k in ("engine_bytes", "build_s", "load_s", "engine_layers", "layer_precisions")
+        facts = {k: row[k] for k in ("engine_bytes", "conversion_s", "build_s", "load_s", "engine_device_memory_bytes")
                  if row.get(k) is not None}
         if facts:
             print("      " + ", ".join(f"{k}={v}" for k, v in facts.items()))
