@@ -245,13 +245,6 @@ class EngineCache:
                 f"(lock {lock.lock_file}); if no build is running, delete the lock file"
             ) from exc
 
-    def invalidate(self, key: ArtifactKey, reason: str) -> None:
-        """Drop an entry that loaded but proved unusable (e.g. the runtime rejected the engine)."""
-        warnings.warn(f"engine cache: {self.artifact_path(key).name}: {reason}; removing it", EngineCacheWarning,
-                      stacklevel=2)
-        with self._lock(key.entry_name):
-            self._remove_entry(key)
-
     # -- reading and writing ------------------------------------------------------------------
     @staticmethod
     def _metadata(path: Path) -> dict[str, Any]:
