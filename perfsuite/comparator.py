@@ -2,11 +2,14 @@
 
 All statistics are computed in float64 on the CPU. For each output:
 
-- absolute error |candidate - reference| per element: max, mean, median and 99th percentile
+- absolute error |Δ| = |candidate - reference| per element: max, mean, median and 99th percentile
   (linear interpolation between order statistics, numpy's default);
-- relative error: the same four statistics of the absolute error divided by max |reference| (one
-  denominator for the whole output, see ``tolerances`` for why), so each is directly comparable
-  with the tolerance;
+- scaled error: the same four statistics of |Δ| divided by max |reference| (one denominator for
+  the whole output, see ``tolerances`` for why), directly comparable with the tolerance ``rel``.
+  Runs saved before it had this name call it ``max_rel_error`` (``mean_``, ``median_``, ``p99_``);
+- element-wise relative error |Δ| / |reference|, its max (what Polygraphy, ``np.allclose`` and
+  ``torch.testing`` call relative error; reported, not bounded: it explodes on logits near zero);
+- allclose: elements outside |Δ| <= atol + rtol·|reference| (the tolerance's atol and rtol);
 - cosine similarity of each sample's vector (the worst sample is reported);
 - top-1 agreement, counted only on samples whose reference top-1 margin is wider than twice the
   allowed absolute error (each of the two logits may move by that much, so a narrower margin may
@@ -16,7 +19,7 @@ All statistics are computed in float64 on the CPU. For each output:
 - NaN/Inf counts: any non-finite value fails. The error statistics cover the finite elements.
 
 Alongside the verdict every output carries what a failure report needs: a histogram of the
-relative error by decade, the worst elements (index, class name, both values) and the smallest
+scaled error by decade, the worst elements (index, class name, both values) and the smallest
 tolerance that would have passed. :meth:`ParityReport.report` prints them.
 """
 
@@ -34,13 +37,13 @@ import torch
 from perfsuite.tolerances import Tolerance
 
 WORST_ELEMENTS = 10  # how many of the largest errors a report lists
-# Decade edges of the relative-error histogram: [0], (0, 1e-9), [1e-9, 1e-8), ..., [1e-1, 1), [1, inf).
+# Decade edges of the scaled-error histogram: [0], (0, 1e-9), [1e-9, 1e-8), ..., [1e-1, 1), [1, inf).
 HISTOGRAM_EDGES = (0.0, *(10.0**e for e in range(-9, 1)), math.inf)
 
 
 @dataclasses.dataclass(frozen=True)
 class HistogramBin:
-    """Elements whose relative error lies in [lower, upper) (``lower == upper == 0``: exactly 0)."""
+    """Elements whose scaled error lies in [lower, upper) (``lower == upper == 0``: exactly 0)."""
 
     lower: float
     upper: float
@@ -65,7 +68,8 @@ class ElementError:
     reference: float
     candidate: float
     abs_error: float  # inf where the candidate is NaN or Inf
-    rel_error: float
+    scaled_error: float  # abs_error / max |reference| of the output
+    elementwise_rel_error: float  # abs_error / |reference| of this element
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +79,7 @@ class OutputParity:
     name: str
     shape: tuple[int, ...]
     max_abs_error: float
-    max_rel_error: float
+    max_scaled_error: float  # max |Δ| / max |reference|: what the tolerance ``rel`` bounds
     min_cosine: float
     top1_agreement: float  # fraction of decisive samples whose top-1 matches
     top1_decisive: int  # samples whose margin was wide enough to count
@@ -86,16 +90,19 @@ class OutputParity:
     mean_abs_error: float = math.nan
     median_abs_error: float = math.nan
     p99_abs_error: float = math.nan
-    mean_rel_error: float = math.nan
-    median_rel_error: float = math.nan
-    p99_rel_error: float = math.nan
-    scale: float = math.nan  # max |reference|, the denominator of every relative error
+    mean_scaled_error: float = math.nan
+    median_scaled_error: float = math.nan
+    p99_scaled_error: float = math.nan
+    max_elementwise_rel_error: float = math.nan  # max |Δ| / |reference| element by element
+    allclose_violations: int = 0  # finite elements with |Δ| > atol + rtol * |reference|
+    scale: float = math.nan  # max |reference|, the denominator of every scaled error
     histogram: tuple[HistogramBin, ...] = ()
     worst: tuple[ElementError, ...] = ()
     # The loosest failing check decides: the smallest tolerance under which this output passes.
     # None where no tolerance can pass it (non-finite values, a shape mismatch, rel >= 1).
     passing_rel: float | None = None
     passing_min_cosine: float | None = None
+    passing_atol: float | None = None  # the smallest atol under which allclose passes at this rtol
     passing_note: str = ""  # why no tolerance can pass, where passing_rel is None
     # Least-squares fit candidate ~ fit_scale * reference over the finite elements, and the share of
     # the squared error that this one factor explains: near 1 for a systematic scale change (a scaled
@@ -119,10 +126,13 @@ class OutputParity:
 
     def summary(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
+        tol = self.tolerance
         return (
-            f"{self.name} {verdict}: rel {self.max_rel_error:.3g} (tol {self.tolerance.rel:.3g}; "
-            f"p99 {self.p99_rel_error:.3g}, median {self.median_rel_error:.3g}, mean {self.mean_rel_error:.3g}), "
-            f"abs {self.max_abs_error:.3g}, cosine {self.min_cosine:.8f} (min {self.tolerance.min_cosine}), "
+            f"{self.name} {verdict}: max|Δ|/max|ref| {self.max_scaled_error:.3g} (tol rel {tol.rel:.3g}; "
+            f"p99 {self.p99_scaled_error:.3g}, median {self.median_scaled_error:.3g}, mean "
+            f"{self.mean_scaled_error:.3g}), max|Δ| {self.max_abs_error:.3g}, element-wise rel "
+            f"{self.max_elementwise_rel_error:.3g}, allclose(atol {tol.atol:g}, rtol {tol.rtol:g}) "
+            f"{self.allclose_violations} outside, cosine {self.min_cosine:.8f} (min {tol.min_cosine}), "
             f"top-1 {self.top1_agreement:.0%} of {self.top1_decisive} decisive, top-5 {self.top5_agreement:.0%}"
             + (f", non-finite {self.nonfinite}" if self.nonfinite else "")
         )
@@ -134,9 +144,9 @@ class OutputParity:
         if self.passed or math.isnan(self.scale):
             return "\n".join(lines)
         if math.isfinite(self.max_abs_error):
-            lines.append(f"  errors of the finite elements (relative = absolute / max|reference| = {self.scale:.6g}):")
+            lines.append(f"  errors of the finite elements (scaled = absolute / max|reference| = {self.scale:.6g}):")
             lines.append(f"    {'':<9}{'max':>11}{'p99':>11}{'median':>11}{'mean':>11}")
-            for kind, label in (("abs", "absolute"), ("rel", "relative")):
+            for kind, label in (("abs", "absolute"), ("scaled", "scaled")):
                 values = [getattr(self, f"{stat}_{kind}_error") for stat in ("max", "p99", "median", "mean")]
                 lines.append(f"    {label:<9}" + "".join(f"{v:>11.3e}" for v in values))
         if math.isfinite(self.fit_scale) and math.isfinite(self.fit_explained):
@@ -155,7 +165,7 @@ class OutputParity:
         first = next(i for i, c in enumerate(counts) if c)
         last = len(counts) - 1 - next(i for i, c in enumerate(reversed(counts)) if c)
         widest = max(counts)
-        lines = [f"  relative error histogram ({sum(counts)} finite values):"]
+        lines = [f"  scaled error histogram ({sum(counts)} finite values):"]
         for b in self.histogram[first:last + 1]:
             bar = "#" * (max(1, round(40 * b.count / widest)) if b.count else 0)
             marker = f"  <- tolerance {self.tolerance.rel:.3g}" if b.lower <= self.tolerance.rel < b.upper else ""
@@ -167,11 +177,12 @@ class OutputParity:
             return []
         lines = [f"  worst {len(self.worst)} elements:",
                  f"    {'index':<14}{'sample':<12}{'class':<28}{'reference':>12}{'candidate':>12}"
-                 f"{'abs error':>11}{'rel error':>11}"]
+                 f"{'abs error':>11}{'scaled':>11}{'elem. rel':>11}"]
         for w in self.worst:
             index = "(" + ", ".join(map(str, w.index)) + ")"
             lines.append(f"    {index:<14}{w.sample[:11]:<12}{w.label[:27]:<28}{w.reference:>12.5g}"
-                         f"{w.candidate:>12.5g}{w.abs_error:>11.3e}{w.rel_error:>11.3e}")
+                         f"{w.candidate:>12.5g}{w.abs_error:>11.3e}{w.scaled_error:>11.3e}"
+                         f"{w.elementwise_rel_error:>11.3e}")
         return lines
 
     def _passing_lines(self) -> list[str]:
@@ -182,9 +193,13 @@ class OutputParity:
         settings = [f"rel={rel:.3g}"]
         if cosine is not None and cosine < self.tolerance.min_cosine:
             settings.append(f"min_cosine={cosine:.10g}")
+        atol = ""
+        if self.passing_atol is not None and self.passing_atol > self.tolerance.atol:
+            settings.append(f"atol={suggested_tolerance(self.passing_atol, None)[0]:.3g}")
+            atol = f", atol {self.passing_atol:.4g} (now {self.tolerance.atol:g})"
         return [
             f"  smallest tolerance that would have passed: rel {self.passing_rel:.4g} (now {self.tolerance.rel:.3g}), "
-            f"min_cosine {self.passing_min_cosine:.10f} (now {self.tolerance.min_cosine})",
+            f"min_cosine {self.passing_min_cosine:.10f} (now {self.tolerance.min_cosine}){atol}",
             f"    to accept it deliberately: --tolerance {mode}:{','.join(settings)}  or in pyproject.toml "
             f"[tool.perfsuite.tolerances] {mode} = {{{', '.join(s.replace('=', ' = ') for s in settings)}}}",
         ]
@@ -293,7 +308,8 @@ def _worst(candidate: torch.Tensor, ref: torch.Tensor, cand: torch.Tensor, scale
             reference=float(ref_flat[flat]),
             candidate=float(cand_flat[flat]),
             abs_error=abs_error,
-            rel_error=abs_error / scale if scale > 0 else math.inf,
+            scaled_error=abs_error / scale if scale > 0 else math.inf,
+            elementwise_rel_error=_ratio(abs_error, abs(float(ref_flat[flat]))),
         ))
     return tuple(rows)
 
@@ -334,6 +350,11 @@ def _ranking(ref: torch.Tensor, cand: torch.Tensor, band: float) -> _Ranking | N
                 required.add(c)
         top5_ok += int(required <= candidate_top5)
     return _Ranking(decisive, top1_ok, top5_ok, ref.shape[0], band_needed)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, with 0/0 = 0 and x/0 = inf."""
+    return numerator / denominator if denominator > 0 else (0.0 if numerator == 0 else math.inf)
 
 
 def _rel_for_band(band: float, scale: float) -> float:
@@ -383,11 +404,22 @@ def compare_output(
     max_abs, mean_abs, median_abs, p99_abs = _statistics(abs_errors)
     if not abs_errors.size:
         max_abs = mean_abs = median_abs = p99_abs = 0.0 if not nonfinite else math.nan
-    rel_errors = abs_errors / scale if scale > 0 else np.where(abs_errors == 0, 0.0, math.inf)
-    max_rel, mean_rel, median_rel, p99_rel = (v / scale if scale > 0 else (0.0 if v == 0 else math.inf)
-                                              for v in (max_abs, mean_abs, median_abs, p99_abs))
+    scaled_errors = abs_errors / scale if scale > 0 else np.where(abs_errors == 0, 0.0, math.inf)
+    max_rel, mean_rel, median_rel, p99_rel = (_ratio(v, scale) for v in (max_abs, mean_abs, median_abs, p99_abs))
     if max_rel > tolerance.rel:
-        failures.append(f"relative error {max_rel:.3g} exceeds the tolerance {tolerance.rel:.3g}")
+        failures.append(f"scaled relative error (max |Δ| / max |reference|) {max_rel:.3g} exceeds the tolerance "
+                        f"rel {tolerance.rel:.3g}")
+    ref_abs = ref.abs()[both_finite].numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        elementwise = np.where(abs_errors == 0, 0.0, abs_errors / ref_abs)
+    max_elementwise = float(elementwise.max()) if elementwise.size else (0.0 if not nonfinite else math.nan)
+    outside = ((cand - ref).abs() > tolerance.atol + tolerance.rtol * ref.abs()) & both_finite
+    violations = int(outside.sum())
+    if violations:
+        first = tuple(int(i) for i in np.unravel_index(int(outside.flatten().nonzero()[0]),
+                                                       tuple(candidate.shape) or (1,)))
+        failures.append(f"{violations} of {int(both_finite.sum())} elements outside |Δ| <= atol + rtol·|reference| "
+                        f"(atol {tolerance.atol:g}, rtol {tolerance.rtol:g}; first at index {first})")
 
     finite_cand = torch.nan_to_num(cand, nan=0.0, posinf=0.0, neginf=0.0)
     cosine = torch.nn.functional.cosine_similarity(finite_cand, ref, dim=1, eps=1e-30)
@@ -412,6 +444,7 @@ def compare_output(
 
     passing_rel: float | None = None
     passing_cosine: float | None = None
+    passing_atol = float(max(0.0, (abs_errors - tolerance.rtol * ref_abs).max())) if abs_errors.size else 0.0
     note = ""
     if nonfinite:
         note = "non-finite values fail at any tolerance"
@@ -429,7 +462,7 @@ def compare_output(
         name=name,
         shape=tuple(candidate.shape),
         max_abs_error=max_abs,
-        max_rel_error=max_rel,
+        max_scaled_error=max_rel,
         min_cosine=min_cos,
         top1_agreement=top1,
         top1_decisive=ranking.decisive if ranking else 0,
@@ -440,14 +473,17 @@ def compare_output(
         mean_abs_error=mean_abs,
         median_abs_error=median_abs,
         p99_abs_error=p99_abs,
-        mean_rel_error=mean_rel,
-        median_rel_error=median_rel,
-        p99_rel_error=p99_rel,
+        mean_scaled_error=mean_rel,
+        median_scaled_error=median_rel,
+        p99_scaled_error=p99_rel,
+        max_elementwise_rel_error=max_elementwise,
+        allclose_violations=violations,
         scale=scale,
-        histogram=_histogram(rel_errors),
+        histogram=_histogram(scaled_errors),
         worst=_worst(candidate, ref, cand, scale, worst, categories, sample_names),
         passing_rel=passing_rel,
         passing_min_cosine=passing_cosine,
+        passing_atol=None if nonfinite else passing_atol,
         passing_note=note,
         fit_scale=fit_scale,
         fit_explained=fit_explained,

@@ -1,4 +1,14 @@
-"""Errors the suite raises for bad input: each names the input and says what is wrong."""
+"""Errors the suite raises: each names what went wrong and where.
+
+Three kinds, and what the test run makes of them:
+
+- :class:`InputError`: a file, option or value given to the suite is unusable (exit 2 in the CLI).
+- :class:`BackendUnavailable`: this *environment* cannot run a backend: a package is missing, there
+  is no GPU, the runtime does not support this GPU's compute capability, a provider is missing or
+  has no kernel for the dtype. The only error that becomes a skip.
+- :class:`BackendError`: the backend was tried and broke (a parse, build, session or execution
+  failure). It fails the test with the library's own message.
+"""
 
 from __future__ import annotations
 
@@ -16,4 +26,8 @@ class WeightsError(InputError):
 
 
 class BackendUnavailable(PerfsuiteError):
-    """A backend cannot run here; the message says why and what to install."""
+    """A backend cannot run in this environment; the message says why and what to install."""
+
+
+class BackendError(PerfsuiteError):
+    """A backend was tried and failed; the message carries the library's own words."""

@@ -1,22 +1,29 @@
-"""torch -> ONNX, once per (model weights, precision, batch), shared by every ONNX-based backend.
+"""torch -> ONNX, once per (weights, precision, batch, versions), kept in the engine cache on disk.
 
 The exporter is pinned: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter,
 the default since torch 2.9; the TorchScript one is deprecated). Precision is carried by the ONNX
 dtypes: an fp16 or bf16 export is of the model cast to that dtype, which is what a strongly typed
 TensorRT network needs.
+
+The export is an entry of :class:`~perfsuite.engine_cache.EngineCache` (``<name>.onnx``, written
+atomically, verified by sha256 when read), so every backend that uses it reads the same bytes, its
+cost (``build_s`` in its metadata, measured when it was exported) is reported by every row that
+uses it, and ``perfsuite export`` writes exactly the file the suite measured for other tools
+(``polygraphy run``, ``trtexec --onnx``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import copy
 import io
-import threading
-import time
+from typing import Any
 
 import torch
 
 from perfsuite.backends.base import TORCH_DTYPES
+from perfsuite.engine_cache import ArtifactKey, CachedArtifact, EngineCache
+from perfsuite.environment import package_version
 from perfsuite.errors import BackendUnavailable
 from perfsuite.models import LoadedModel
 
@@ -25,63 +32,55 @@ OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 MAX_DYNAMIC_BATCH = 256
+#: The image input every export has, after the batch dimension.
+IMAGE_SHAPE = (3, 224, 224)
 
 
-@dataclasses.dataclass(frozen=True)
-class OnnxExport:
-    model_bytes: bytes
-    precision: str
-    batch_size: int | None  # None: dynamic batch dimension
-    exporter: str
-    opset: int
-    export_seconds: float
-
-    def describe(self) -> dict[str, object]:
-        return {"exporter": self.exporter, "opset": self.opset, "onnx_bytes": len(self.model_bytes),
-                "export_s": self.export_seconds, "dynamic_batch": self.batch_size is None}
-
-
-_cache: dict[tuple[str, str, int | None], OnnxExport] = {}
-_lock = threading.Lock()
+def export_key(model: LoadedModel, precision: str, batch_size: int | None) -> ArtifactKey:
+    """The cache key of an export: what the exporter is given, and the versions of what produces the bytes."""
+    if batch_size is None:
+        shape: Any = {"min": [1, *IMAGE_SHAPE], "max": [MAX_DYNAMIC_BATCH, *IMAGE_SHAPE]}
+    else:
+        shape = [batch_size, *IMAGE_SHAPE]
+    return ArtifactKey(
+        backend="onnx-export", flavor="onnx", kind="onnx", model=model.name, model_fingerprint=model.fingerprint,
+        library_version=f"torch {torch.__version__} / onnxscript {package_version('onnxscript')} / onnx "
+                        f"{package_version('onnx')}",
+        target={}, precision=precision, shapes={INPUT_NAME: shape},
+        options={"exporter": EXPORTER, "opset": OPSET, "output": OUTPUT_NAME},
+    )
 
 
-def export_onnx(model: LoadedModel, precision: str, batch_size: int | None) -> OnnxExport:
-    """Export ``model`` at ``precision`` with a static batch (or dynamic with ``None``); memoized."""
-    key = (model.fingerprint, precision, batch_size)
-    with _lock:
-        if key in _cache:
-            return _cache[key]
+def export_onnx(model: LoadedModel, precision: str, batch_size: int | None,
+                cache: EngineCache | None = None) -> CachedArtifact:
+    """The ONNX export of ``model`` at ``precision`` with a static batch (dynamic with ``None``): from
+    the cache, or exported now and stored."""
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail with the extra's name)
     except ImportError as exc:
         raise BackendUnavailable("ONNX export needs onnx and onnxscript (pip install 'perfsuite[onnx]')") from exc
+    cache = cache if cache is not None else EngineCache()
+    return cache.get_or_build(export_key(model, precision, batch_size),
+                              lambda: _export(model, precision, batch_size))
+
+
+def export_facts(export: CachedArtifact) -> dict[str, Any]:
+    """What rows report about the ONNX file a backend ran: exporter, opset, size, sha256, cached file."""
+    return {"exporter": export.key.options["exporter"], "opset": export.key.options["opset"],
+            "onnx_bytes": export.size, "onnx_sha256": export.sha256, "onnx_file": export.path.name}
+
+
+def _export(model: LoadedModel, precision: str, batch_size: int | None) -> bytes:
     dtype = TORCH_DTYPES[precision]
-    module = model.module if dtype == torch.float32 else _cast_copy(model.module, dtype)
-    example = torch.zeros(batch_size or 2, 3, 224, 224, dtype=dtype)
+    module = model.module if dtype == torch.float32 else copy.deepcopy(model.module).to(dtype)
+    example = torch.zeros(batch_size or 2, *IMAGE_SHAPE, dtype=dtype)
     dynamic = None
     if batch_size is None:
         dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)}}
-    started = time.perf_counter()
     # The exporter reports progress on stdout; keep test and benchmark output readable.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, dynamic_shapes=dynamic,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
         )
-    result = OnnxExport(
-        model_bytes=program.model_proto.SerializeToString(),
-        precision=precision,
-        batch_size=batch_size,
-        exporter=EXPORTER,
-        opset=OPSET,
-        export_seconds=time.perf_counter() - started,
-    )
-    with _lock:
-        _cache[key] = result
-    return result
-
-
-def _cast_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(module).to(dtype)
+    return program.model_proto.SerializeToString()

@@ -140,7 +140,8 @@ def parity_cell(parity: dict[str, Any] | None) -> str:
     if not parity:
         return "-"
     outputs = parity.get("outputs") or {}
-    errors = [o.get("max_rel_error") for o in outputs.values() if isinstance(o, dict)]
+    # max |Δ| / max |reference|; runs saved before its rename call it max_rel_error
+    errors = [o.get("max_scaled_error", o.get("max_rel_error")) for o in outputs.values() if isinstance(o, dict)]
     top1 = [o.get("top1_agreement") for o in outputs.values() if isinstance(o, dict)]
     error = max((e for e in errors if e is not None), default=None)
     agreement = min((t for t in top1 if t is not None), default=None)

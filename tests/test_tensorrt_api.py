@@ -1,9 +1,13 @@
-"""Every TensorRT name the backend uses exists on the real TensorRT-RTX bindings.
+"""Every TensorRT name perfsuite/backends/tensorrt.py uses exists on the real TensorRT-RTX bindings.
 
-The runtime path (deserialize, bind by name, execute_async_v3, inspect) runs only on a GPU the RTX
-runtime supports, which CI does not have; this test catches a renamed or removed call anyway.
-``TRT_API`` in perfsuite/backends/tensorrt.py is the list; a scan of that module's source checks
-the list is exactly what the code touches, so the test covers what the code really uses.
+The runtime half (deserialize, bind by name, execute_async_v3) runs only on a GPU the runtime
+supports, which CI does not have; this test catches a renamed or removed call anyway. The names
+are not listed by hand: they are read from the module's source. A small type inference over its
+AST follows where TensorRT objects come from (``trt = flavor.module()``, ``trt.Builder(...)``,
+the documented return types of factory methods in :data:`RETURNS`, ``self.x = ...`` in one method
+read in another, arguments passed to the module's own functions) and records every attribute read,
+called, assigned or probed with hasattr/getattr on them. An attribute taken from a TensorRT
+object whose type the inference cannot tell fails the test, so a new call cannot go unchecked.
 """
 
 from __future__ import annotations
@@ -14,109 +18,201 @@ import inspect
 import pytest
 
 from perfsuite.backends import tensorrt as backend
-from perfsuite.backends.tensorrt import TENSORRT_RTX, TRT_API
+from perfsuite.backends.tensorrt import TENSORRT_RTX
 
-# How the module names TensorRT objects: variable or attribute name -> the TensorRT class.
-NAMED_AS = {
-    "trt": "", "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser",
-    "error": "ParserError", "builder_config": "IBuilderConfig", "profile": "IOptimizationProfile",
-    "timing_cache": "ITimingCache", "runtime": "Runtime", "engine": "ICudaEngine", "_engine": "ICudaEngine",
-    "context": "IExecutionContext", "_context": "IExecutionContext", "inspector": "EngineInspector",
-    "itensor": "ITensor", "layer": "ILayer", "constant": "ILayer", "product": "ILayer",
+MODULE = "<module>"
+# What TensorRT's factory methods and properties return (NVIDIA's Python API reference); the
+# inference needs these to follow an object to its type. A call missing here fails the test below.
+RETURNS = {
+    ("Builder", "create_network"): "INetworkDefinition",
+    ("Builder", "create_builder_config"): "IBuilderConfig",
+    ("Builder", "create_optimization_profile"): "IOptimizationProfile",
+    ("Builder", "build_serialized_network"): "IHostMemory",
+    ("INetworkDefinition", "get_input"): "ITensor",
+    ("ITensor", "dtype"): "DataType",
+    ("OnnxParser", "get_error"): "ParserError",
+    ("ParserError", "code"): "ErrorCode",
+    ("IBuilderConfig", "create_timing_cache"): "ITimingCache",
+    ("IBuilderConfig", "get_timing_cache"): "ITimingCache",
+    ("Runtime", "deserialize_cuda_engine"): "ICudaEngine",
+    ("ICudaEngine", "create_execution_context"): "IExecutionContext",
+    ("ICudaEngine", "get_tensor_dtype"): "DataType",
 }
-# The code that runs only where a GPU executes engines.
-RUNTIME_UNITS = (backend.flavor_logger, backend.deserialize_engine, backend.EngineSession, backend.engine_facts,
-                 backend.supported_compute_capabilities, backend.TensorRTRunner)
+# Names the inference must find, or it no longer follows the code (a floor, not the list).
+MUST_FIND = {("Runtime", "deserialize_cuda_engine"), ("IExecutionContext", "execute_async_v3"),
+             ("IExecutionContext", "set_input_shape"), ("IExecutionContext", "set_tensor_address"),
+             ("ICudaEngine", "num_io_tensors"), ("Builder", "build_serialized_network"),
+             ("OnnxParser", "parse"), ("IBuilderConfig", "progress_monitor"), ("ICudaEngine", "num_layers")}
 
 
-def _owner(node: ast.AST) -> str | None:
-    """The TensorRT class an expression stands for: a known name, or ``trt.Class``."""
-    if isinstance(node, ast.Name):
-        return NAMED_AS.get(node.id)
-    if isinstance(node, ast.Attribute):
-        if isinstance(node.value, ast.Name) and node.value.id == "trt":
-            return node.attr
-        return NAMED_AS.get(node.attr)
-    return None
+class Unknown(str):
+    """The type of something taken from a TensorRT object that the inference cannot tell."""
 
 
-def used_names(source: str) -> set[tuple[str, str]]:
-    """(owner, name) of every TensorRT attribute the source reads, calls, or probes with hasattr/getattr."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
+class Uses:
+    """(owner, name) pairs: ``required`` are read, called or assigned; ``probed`` are feature probes."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        self.classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+        self.parameters: dict[str, dict[str, str]] = {name: {} for name in self.functions}
+        self.attributes: dict[str, dict[str, str]] = {name: {} for name in self.classes}
+        self.required: set[tuple[str, str]] = set()
+        self.probed: set[tuple[str, str]] = set()
+        self.untyped: set[str] = set()
+        for _ in range(6):  # to a fixed point: types flow between functions and methods
+            before = (repr(self.parameters), repr(self.attributes))
+            for function in self.functions.values():
+                self._scope(function, dict(self.parameters[function.name]), None)
+            for name, cls in self.classes.items():
+                for method in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+                    passed = self.parameters.get(f"{name}.__init__", {}) if method.name == "__init__" else {}
+                    self._scope(method, {"self": f"py:{name}", **passed}, name)
+            if (repr(self.parameters), repr(self.attributes)) == before:
+                break
+
+    # -- statements -----------------------------------------------------------------------------
+    def _scope(self, function: ast.FunctionDef, env: dict[str, str], cls: str | None) -> None:
+        for node in self._own_nodes(function):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node is not function:
+                for inner in ([node] if isinstance(node, ast.FunctionDef) else
+                              [n for n in node.body if isinstance(n, ast.FunctionDef)]):
+                    self._scope(inner, dict(env), None)  # closures see the enclosing names
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                kind = self.type_of(node.value, env)
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                    self._bind(target, kind, env, cls)
+            elif isinstance(node, ast.comprehension):
+                element = self.type_of(node.iter, env)
+                if element and element.startswith("list:") and isinstance(node.target, ast.Name):
+                    env[node.target.id] = element[5:]
+        for node in self._own_nodes(function):
+            if isinstance(node, ast.expr):
+                self.type_of(node, env)
+
+    @staticmethod
+    def _own_nodes(function: ast.FunctionDef):
+        """The nodes of ``function``, nested definitions themselves but not their bodies."""
+        stack = list(ast.iter_child_nodes(function))
+        while stack:
+            node = stack.pop(0)
+            yield node
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                stack.extend(ast.iter_child_nodes(node))
+
+    def _bind(self, target: ast.expr, kind: str | None, env: dict[str, str], cls: str | None) -> None:
+        if kind is None:
+            return
+        if isinstance(target, ast.Name):
+            env[target.id] = kind
+        elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"
+              and cls is not None):
+            self.attributes[cls].setdefault(target.attr, kind)
+
+    # -- expressions ----------------------------------------------------------------------------
+    def type_of(self, node: ast.expr, env: dict[str, str]) -> str | None:
+        if isinstance(node, ast.Name):
+            return env.get(node.id)
         if isinstance(node, ast.Attribute):
-            owner = _owner(node.value)
-            if owner is not None:
-                found.add((owner, node.attr))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")
-              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
-            owner = _owner(node.args[0])
-            if owner is not None:
-                found.add((owner, node.args[1].value))
-    return found
+            return self._attribute(self.type_of(node.value, env), node.attr)
+        if isinstance(node, ast.Call):
+            return self._call(node, env)
+        if isinstance(node, ast.IfExp):
+            return self.type_of(node.body, env) or self.type_of(node.orelse, env)
+        if isinstance(node, ast.ListComp):
+            inner = dict(env)
+            for generator in node.generators:
+                element = self.type_of(generator.iter, inner)
+                if element and element.startswith("list:") and isinstance(generator.target, ast.Name):
+                    inner[generator.target.id] = element[5:]
+            element = self.type_of(node.elt, inner)
+            return f"list:{element}" if element else None
+        return None
+
+    def _attribute(self, owner: str | None, name: str, called: bool = False) -> str | None:
+        if owner is None or owner.startswith("list:"):
+            return None
+        if isinstance(owner, Unknown):
+            self.untyped.add(f"{owner}.{name}")
+            return None
+        if owner.startswith("py:"):
+            return self.attributes.get(owner[3:], {}).get(name)
+        if owner == MODULE:
+            self.required.add(("", name))
+            return f"class:{name}"
+        trt_class = owner.removeprefix("class:")
+        self.required.add((trt_class, name))
+        if owner.startswith("class:"):
+            return None  # an enum member or an unbound method: used, not followed further
+        return RETURNS.get((trt_class, name)) or Unknown(f"{trt_class}.{name}{'()' if called else ''}")
+
+    def _call(self, node: ast.Call, env: dict[str, str]) -> str | None:
+        func = node.func
+        for argument in [*node.args, *(k.value for k in node.keywords)]:
+            self.type_of(argument, env)
+        if isinstance(func, ast.Name) and func.id in ("hasattr", "getattr") and len(node.args) >= 2 \
+                and isinstance(node.args[1], ast.Constant):
+            owner = self.type_of(node.args[0], env)
+            if owner and not owner.startswith("py:") and not isinstance(owner, Unknown):
+                trt_class = "" if owner == MODULE else owner.removeprefix("class:")
+                self.probed.add((trt_class, node.args[1].value))
+                return RETURNS.get((trt_class, node.args[1].value)) if func.id == "getattr" else None
+            return None
+        if isinstance(func, ast.Attribute) and func.attr == "module":
+            return MODULE  # trt = flavor.module()
+        if isinstance(func, ast.Name) and func.id in self.functions:
+            self._pass_arguments(func.id, self.functions[func.id], node, env)
+            return None
+        if isinstance(func, ast.Name) and func.id in self.classes:
+            init = next((n for n in self.classes[func.id].body if isinstance(n, ast.FunctionDef)
+                         and n.name == "__init__"), None)
+            if init is not None:
+                self._pass_arguments(f"{func.id}.__init__", init, node, env, skip_self=True)
+            return f"py:{func.id}"
+        kind = (self._attribute(self.type_of(func.value, env), func.attr, called=True)
+                if isinstance(func, ast.Attribute) else self.type_of(func, env))
+        return kind[6:] if kind and kind.startswith("class:") else kind  # calling a class makes an instance
+
+    def _pass_arguments(self, key: str, function: ast.FunctionDef, node: ast.Call, env: dict[str, str],
+                        skip_self: bool = False) -> None:
+        names = [a.arg for a in function.args.args][1 if skip_self else 0:]
+        bound = self.parameters.setdefault(key, {})
+        passed = list(zip(names, node.args)) + [(k.arg, k.value) for k in node.keywords if k.arg]
+        for name, argument in passed:
+            kind = self.type_of(argument, env)
+            if kind is not None and not isinstance(kind, Unknown):
+                bound.setdefault(name, kind)
 
 
-def declared(*groups: str) -> set[tuple[str, str]]:
-    return {(owner, name) for group in groups for owner, names in TRT_API[group].items() for name in names}
+@pytest.fixture(scope="module")
+def uses() -> Uses:
+    return Uses(ast.parse(inspect.getsource(backend)))
 
 
-def test_the_list_is_exactly_what_the_module_uses():
-    used = used_names(inspect.getsource(backend))
-    listed = declared("runtime", "build")
-    assert used - listed == set(), "used but not in TRT_API"
-    assert listed - used == set(), "in TRT_API but not used"
+def test_the_inference_follows_every_tensorrt_object(uses):
+    assert uses.untyped == set(), f"attributes of TensorRT objects of unknown type (add to RETURNS): {uses.untyped}"
+    assert uses.required >= MUST_FIND, f"no longer found: {MUST_FIND - uses.required}"
 
 
-def test_the_runtime_list_covers_the_runtime_path():
-    used = set().union(*(used_names(inspect.getsource(unit)) for unit in RUNTIME_UNITS))
-    assert used, "the scan found nothing: the naming in NAMED_AS no longer matches the code"
-    assert used - declared("runtime") == set()
-    assert ("IExecutionContext", "execute_async_v3") in used and ("Runtime", "deserialize_cuda_engine") in used
-
-
-@pytest.mark.parametrize("group", ["runtime", "build"])
-def test_every_name_exists_on_the_real_tensorrt_rtx_bindings(group):
+def test_every_name_exists_on_the_real_tensorrt_rtx_bindings(uses):
     trt = pytest.importorskip(TENSORRT_RTX.module_name,
                               reason="TensorRT-RTX not installed (pip install 'perfsuite[rtx]')")
     missing = []
-    for owner, names in TRT_API[group].items():
+    for owner, name in sorted(uses.required | {(owner, "") for owner, _ in uses.probed}):
         target = trt if owner == "" else getattr(trt, owner, None)
         if target is None:
             missing.append(owner)
-            continue
-        missing += [f"{owner}.{name}".lstrip(".") for name in names if not hasattr(target, name)]
+        elif name and not hasattr(target, name):
+            missing.append(f"{owner}.{name}".lstrip("."))
     assert missing == [], f"{trt.__name__} {trt.__version__} lacks {', '.join(missing)}"
+    print(f"\n{len(uses.required)} TensorRT names used, {len(uses.probed)} probed; all on {trt.__version__}")
 
 
-def test_the_runtime_entry_point_really_runs_here():
-    """Runtime + deserialize_cuda_engine execute for real on this machine; without a usable GPU the
-    attempt fails with TensorRT's own logged reason, which is what the skip reasons carry."""
-    pytest.importorskip(TENSORRT_RTX.module_name, reason="TensorRT-RTX not installed (pip install 'perfsuite[rtx]')")
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible: tests/test_tensorrt_gpu.py covers the runtime there")
-    engine = backend.build_probe_engine(TENSORRT_RTX)
-    relay = backend.flavor_logger(TENSORRT_RTX).relay
-    failure = r"deserialize_cuda_engine returned no engine .*\[ERROR\]"
-    # nested captures, as in run_probe: both see TensorRT's errors
-    with relay.capture() as outer, pytest.raises(backend.EngineLoadError, match=failure):
-        backend.deserialize_engine(TENSORRT_RTX, engine.data)
-    assert any(line.startswith("[ERROR]") for line in outer)
-    assert relay._captures == []
-
-
-def test_the_probe_reason_comes_from_the_failed_deserialization():
-    """The reason an unsupported GPU gets, built here from a real failed deserialize_cuda_engine."""
-    pytest.importorskip(TENSORRT_RTX.module_name, reason="TensorRT-RTX not installed (pip install 'perfsuite[rtx]')")
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible: tests/test_tensorrt_gpu.py probes it for real")
-    probe = backend.run_probe(TENSORRT_RTX, {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}, "cpu")
-    assert not probe.ok and probe.step == "deserialize_cuda_engine"
-    assert probe.reason.startswith(f"tensorrt-rtx: the TensorRT-RTX {probe.version} runtime cannot run on "
-                                   "NVIDIA H100 80GB HBM3 (compute capability 9.0): deserialize_cuda_engine failed; ")
-    assert "TensorRT logged: [ERROR] IRuntime::deserializeCudaEngine" in probe.reason
-    assert probe.reason.endswith(f"builds engines for compute capabilities {', '.join(probe.supported)}")
-    assert "8.6" in probe.supported and "9.0" not in probe.supported
+def test_the_inference_is_not_fooled_by_an_unchecked_call():
+    """A call whose result type the inference does not know, then used, fails the first test."""
+    source = inspect.getsource(backend) + (
+        "\n\ndef _new(flavor):\n    trt = flavor.module()\n    builder = trt.Builder(None)\n"
+        "    return builder.create_brand_new_thing().some_attribute\n")
+    uses = Uses(ast.parse(source))
+    assert "Builder.create_brand_new_thing().some_attribute" in uses.untyped
+    assert ("Builder", "create_brand_new_thing") in uses.required  # and it is checked against the bindings

@@ -7,20 +7,14 @@ TensorRT 8/10) and Torch-TensorRT.
 
 from __future__ import annotations
 
-import json
+import re
 
 import pytest
 import torch
 
 from perfsuite.backends import backend_names, get_runner_class
 from perfsuite.backends.base import RunSpec, missing_modules
-from perfsuite.backends.tensorrt import (
-    TENSORRT,
-    TENSORRT_RTX,
-    BuildProgress,
-    TensorRTConfig,
-    summarize_engine_information,
-)
+from perfsuite.backends.tensorrt import TENSORRT, TENSORRT_RTX, TensorRTConfig, engine_facts
 from perfsuite.errors import InputError
 
 TENSORRT_BACKENDS = ("tensorrt", "tensorrt-rtx", "torch2trt", "torch_tensorrt")
@@ -63,55 +57,63 @@ def test_torch2trt_refuses_bf16_with_a_reason():
 
 def test_config_from_pyproject_section():
     config = TensorRTConfig.from_mapping({"dynamic_batch": True, "opt_batch": 16,
-                                          "compute_capabilities": ["86", "sm89"]})
+                                          "compute_capabilities": ["8.6", "8.9"]})
     assert config.dynamic_batch and config.opt_batch == 16
     assert config.compute_capabilities == ("8.6", "8.9")
+    assert config.profile() == {"min": (1, 3, 224, 224), "opt": (16, 3, 224, 224), "max": (256, 3, 224, 224)}
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"dynamic_batchs": True}, "unknown setting.*dynamic_batchs"),
-    ({"min_batch": 8, "opt_batch": 4}, "min_batch <= opt_batch <= max_batch"),
-    ({"max_batch": 1024}, "max_batch = 1024: the dynamic ONNX export allows at most 256"),
-    ({"opt_batch": 0}, "opt_batch = 0: must be a positive integer"),
-    ({"optimization_level": 7}, "optimization_level = 7: choose 0 to 5"),
-    ({"compute_capabilities": ["ampere"]}, "compute capability 'ampere'"),
+def test_config_is_read_from_the_projects_pyproject(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.perfsuite.tensorrt]\ndynamic_batch = true\nmax_batch = 64\n")
+    monkeypatch.chdir(tmp_path)
+    config = TensorRTConfig.from_mapping()
+    assert config.dynamic_batch and config.max_batch == 64
+
+
+@pytest.mark.parametrize("values,message", [  # the schema's words, with the table and the field named
+    ({"dynamic_batchs": True}, r"\(top level\): Additional properties are not allowed \('dynamic_batchs'"),
+    ({"min_batch": 8, "opt_batch": 4}, "need min_batch <= opt_batch <= max_batch"),
+    ({"max_batch": 1024}, "field max_batch: 1024 is greater than the maximum of 256"),
+    ({"opt_batch": 0}, "field opt_batch: 0 is less than the minimum of 1"),
+    ({"optimization_level": 7}, "field optimization_level: 7 is greater than the maximum of 5"),
+    ({"dynamic_batch": "yes"}, "field dynamic_batch: 'yes' is not of type 'boolean'"),
+    ({"compute_capabilities": ["ampere"]}, r"field compute_capabilities\[0\]: 'ampere' does not match"),
+    ({"compute_capabilities": "8.6"}, "field compute_capabilities: '8.6' is not of type 'array'"),
 ])
 def test_bad_config_is_refused_with_the_setting_named(values, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=r"^\[tool\.perfsuite\.tensorrt\]") as caught:
         TensorRTConfig.from_mapping(values)
+    assert re.search(message, str(caught.value)), caught.value
 
 
-def test_progress_counts_events_and_is_silent_off_a_terminal(capsys):
-    progress = BuildProgress("build")  # stderr is captured by pytest: not a terminal
-    progress.phase_start("Building engine", None, 2)
-    assert progress.step_complete("Building engine", 0) is True  # True: go on building
-    progress.phase_finish("Building engine")
-    assert progress.as_dict() == {"events": 3, "phases_started": 1, "phases_finished": 1, "steps": 1}
-    assert capsys.readouterr().err == ""
+class FakeEngine:
+    """Only what ``engine_facts`` reads: TensorRT 10.0 had no ``device_memory_size_v2``."""
+
+    num_layers = 21
 
 
-# Engine inspector output in the shapes NVIDIA documents (DETAILED verbosity): TensorRT 10 puts
-# the type in "Format/Datatype", TensorRT 11 in "DataType".
-TRT10_INFO = {"Layers": [
-    {"Name": "conv1", "LayerType": "CaskConvolution",
-     "Outputs": [{"Name": "a", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
-    {"Name": "fc", "LayerType": "CaskGemmMatrixMultiply",
-     "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear FP32 format"}]},
-    {"Name": "fc2", "LayerType": "CaskGemmMatrixMultiply",
-     "Outputs": [{"Name": "c", "Format/Datatype": "Row major linear FP16 format"}]},
-], "Bindings": ["images", "logits"]}
-TRT11_INFO = {"Layers": [
-    {"Name": "conv1", "LayerType": "CaskConvolution", "Outputs": [{"Name": "a", "DataType": "Half",
-                                                                  "Format": "Channel major FP16 format"}]},
-    {"Name": "cast", "LayerType": "Reformat", "Outputs": [{"Name": "b", "DataType": "Float"}]},
-]}
+def test_engine_facts_report_the_engines_own_device_memory_where_tensorrt_gives_it():
+    engine = FakeEngine()
+    assert engine_facts(engine) == {"engine_device_memory_bytes": None, "engine_layers": 21}
+    engine.device_memory_size_v2 = 12_845_056
+    assert engine_facts(engine)["engine_device_memory_bytes"] == 12_845_056
 
 
-def test_inspector_summary_reads_both_json_layouts():
-    ten = summarize_engine_information(json.dumps(TRT10_INFO))
-    assert ten == {"inspector_layers": 3, "layer_precisions": {"FP16": 2, "FP32": 1},
-                   "layer_types": {"CaskConvolution": 1, "CaskGemmMatrixMultiply": 2}}
-    eleven = summarize_engine_information(json.dumps(TRT11_INFO))
-    assert eleven["layer_precisions"] == {"FP16": 1, "FP32": 1}
-    names_only = summarize_engine_information(json.dumps({"Layers": ["conv1", "fc"]}))
-    assert names_only == {"inspector_layers": 2, "layer_precisions": None, "layer_types": None}
+def test_tensorrt_logs_reach_python_logging_at_warning(caplog):
+    """TensorRT's own warnings and errors are visible by default: the ``perfsuite.tensorrt`` logger
+    has no NullHandler, so Python's last-resort handler prints WARNING and above."""
+    import logging
+
+    pytest.importorskip(TENSORRT_RTX.module_name, reason="TensorRT-RTX not installed (pip install 'perfsuite[rtx]')")
+    from perfsuite.backends.tensorrt import flavor_logger
+
+    logger = flavor_logger(TENSORRT_RTX)
+    trt = TENSORRT_RTX.module()
+    runtime = trt.Runtime(logger)
+    logger.errors.clear()
+    with caplog.at_level(logging.WARNING, logger="perfsuite.tensorrt"):
+        assert runtime.deserialize_cuda_engine(b"not an engine") is None  # a real call that fails and says why
+    assert logging.getLogger("perfsuite.tensorrt").handlers == []
+    records = [r for r in caplog.records if r.name == "perfsuite.tensorrt" and r.levelno == logging.ERROR]
+    assert records and all(r.getMessage().startswith("TensorRT-RTX: ") for r in records)
+    assert logger.errors and logger.errors[0] in records[0].getMessage()

@@ -76,7 +76,7 @@ def test_rounding_level_weight_perturbation_passes(perturbed, golden, inputs):
     comparison, _ = check_reference(perturbed, golden, FP32, inputs)
     logits = comparison.parity.outputs[0]
     assert comparison.passed, comparison.report()
-    assert 0 < logits.max_rel_error < FP32.rel / 10  # measured 7e-7: noise, two decades under the tolerance
+    assert 0 < logits.max_scaled_error < FP32.rel / 10  # measured 7e-7: noise, two decades under the tolerance
     assert comparison.first_departure is None
     assert any(c.startswith("weights fingerprint") for c in comparison.changes)
 
@@ -94,13 +94,13 @@ def test_one_layer_scaled_by_1_01_fails_and_is_located(model, golden, inputs, la
     logits = comparison.parity.outputs[0]
     report = comparison.report()
     assert not comparison.passed
-    assert 5e-3 < logits.max_rel_error < 2e-2, report  # a 1% weight change moves the logits ~1%
+    assert 5e-3 < logits.max_scaled_error < 2e-2, report  # a 1% weight change moves the logits ~1%
     assert comparison.first_departure is not None and comparison.first_departure.name == layer, report
     assert f"{layer} " in report and "<- first departure" in report
     assert f"the first layer that departs is {layer}" in report
     # ReLU and max-pool pass a scale through, so the logits are ~1.01x the golden's
     assert logits.fit_scale == pytest.approx(1.01, abs=2e-3) and "systematic scale change" in report
-    assert logits.passing_rel == pytest.approx(logits.max_rel_error)
+    assert logits.passing_rel == pytest.approx(logits.max_scaled_error)
     assert all(w.label in model.categories and w.sample in ("dog.jpg", "cat.jpg") for w in logits.worst)
 
 
@@ -114,7 +114,7 @@ def test_resize_interpolation_change_fails_and_points_at_preprocessing(model, go
     comparison, _ = check_reference(model, golden, FP32, inputs_for(golden, preprocess))
     report = comparison.report()
     assert not comparison.passed
-    assert comparison.parity.outputs[0].max_rel_error > 1e-2, report  # measured 2.3e-2 (bicubic), 7.9e-2 (nearest)
+    assert comparison.parity.outputs[0].max_scaled_error > 1e-2, report  # measured 2.3e-2 (bicubic), 7.9e-2 (nearest)
     assert comparison.first_departure is not None and comparison.first_departure.name == "input", report
     assert "preprocessing changed:" in report and f"interpolation={interpolation.value}" in report
     assert "the preprocessed input already differs from the golden's" in report

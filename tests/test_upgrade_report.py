@@ -174,7 +174,7 @@ def test_golden_check_runs_here_for_new(tmp_path, capsys, golden_check_json):
     assert "fixtures/golden/alexnet/415ac74c99842a6e/report.json" in parity
     # the same numbers as 'perfsuite golden check --json' gives for eager fp32
     row = next(r for r in json.loads(golden_check_json.read_text())["results"] if r["backend"] == "eager")
-    error = row["parity"]["outputs"]["logits"]["max_rel_error"]
+    error = row["parity"]["outputs"]["logits"]["max_scaled_error"]
     assert table_row(parity, "eager | fp32")[2] == f"pass, rel {error:.2g}, top-1 100.0%"
 
 

@@ -14,7 +14,8 @@
 
 A runner that cannot run here says why through :meth:`Runner.unavailable_reason` (static checks:
 a missing package names its pip extra) or by raising :class:`BackendUnavailable` from ``build``
-or ``load`` (a real attempt failed, e.g. a provider without a kernel for the dtype).
+or ``load`` when a real attempt shows the environment lacks something (e.g. a provider without a
+kernel for the dtype). A backend that was tried and broke raises :class:`BackendError`: that fails.
 """
 
 from __future__ import annotations

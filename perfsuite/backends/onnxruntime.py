@@ -7,6 +7,11 @@ so that the timed call does not include host copies.
 ``onnxruntime-cuda`` and ``onnxruntime-trt`` name the GPU execution provider explicitly (CUDA, or
 TensorRT with CUDA for what TensorRT does not take); both need ``onnxruntime-gpu`` and skip with
 that reason without it. TensorRT engines are cached under ``<cache_dir>/onnxruntime-tensorrt``.
+
+A session that cannot be created fails the test with ONNX Runtime's message (:class:`BackendError`),
+except where the environment is the reason (:class:`BackendUnavailable`, a skip): a provider that is
+missing or could not be created, or a dtype the provider has no kernel for (ONNX Runtime's CPU
+provider refuses bf16 Conv), each with ONNX Runtime's own words.
 """
 
 from __future__ import annotations
@@ -19,11 +24,21 @@ import torch
 
 from perfsuite.backends.base import BackendConfig, Runner, RunSpec
 from perfsuite.config import cache_root, load_suite_config
+from perfsuite.engine_cache import CachedArtifact, conversion_facts
 from perfsuite.environment import is_cuda
-from perfsuite.errors import BackendUnavailable
-from perfsuite.onnx_export import INPUT_NAME, OUTPUT_NAME, OnnxExport, export_onnx
+from perfsuite.errors import BackendError, BackendUnavailable
+from perfsuite.onnx_export import INPUT_NAME, OUTPUT_NAME, export_facts, export_onnx
 
 _NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+_ONNX_TYPE_NAMES = {"fp32": "float", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def missing_kernel(exc: Exception, precision: str) -> bool:
+    """Whether ONNX Runtime refused a session for lack of a kernel: its NOT_IMPLEMENTED error, or a type
+    error on the run's own dtype (how its CPU provider refuses bf16 Conv)."""
+    text = str(exc)
+    return type(exc).__name__ == "NotImplemented" or (
+        f"Type 'tensor({_ONNX_TYPE_NAMES[precision]})' of input parameter" in text and "is invalid" in text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +87,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _build(self) -> None:
         # One dynamic-batch export serves every batch size.
-        self.export: OnnxExport = export_onnx(self.model, self.spec.precision, batch_size=None)
+        self.export: CachedArtifact = export_onnx(self.model, self.spec.precision, batch_size=None)
 
     def _load(self) -> None:
         import onnxruntime
@@ -84,9 +99,14 @@ class OnnxRuntimeRunner(Runner):
         providers = self._providers()
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         try:
-            self._session = onnxruntime.InferenceSession(self.export.model_bytes, options, providers=providers)
+            self._session = onnxruntime.InferenceSession(self.export.data, options, providers=providers)
         except Exception as exc:  # ONNX Runtime raises its own exception types per failure
-            raise BackendUnavailable(f"{self.name}: cannot create a {wanted} session: {exc}") from exc
+            if missing_kernel(exc, self.spec.precision):
+                raise BackendUnavailable(f"{self.name}: ONNX Runtime {onnxruntime.__version__} {wanted} does not "
+                                         f"take {self.spec.precision} for an operator of this model: {exc}") from exc
+            raise BackendError(f"{self.name}: cannot create a {wanted} session from {self.export.path.name}: "
+                               f"{exc}") from exc
+        self.export = self.export.without_data()  # the session holds the model now
         if wanted not in self._session.get_providers():  # ONNX Runtime falls back silently
             needs = "TensorRT's libraries: pip install tensorrt" if "Tensorrt" in wanted else "CUDA and cuDNN libraries"
             raise BackendUnavailable(f"{self.name}: {wanted} could not be created (it needs {needs}); ONNX Runtime "
@@ -124,7 +144,9 @@ class OnnxRuntimeRunner(Runner):
         self._session = None
 
     def metrics(self) -> dict[str, Any]:
-        facts = {**super().metrics(), **self.export.describe()} if hasattr(self, "export") else super().metrics()
+        facts = super().metrics()
+        if hasattr(self, "export"):
+            facts.update({**conversion_facts(self.export), **export_facts(self.export)})
         facts["onnxruntime_providers"] = self._session.get_providers() if getattr(self, "_session", None) else None
         return facts
 

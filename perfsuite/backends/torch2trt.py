@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from perfsuite.backends.base import RunSpec
-from perfsuite.backends.tensorrt import IMAGE_SHAPE, ConvertedModuleRunner, engine_facts, gpu_target
-from perfsuite.engine_cache import Built, EngineKey
+from perfsuite.backends.converted import ConvertedModuleRunner
+from perfsuite.backends.tensorrt import engine_facts
+from perfsuite.engine_cache import ArtifactKey, Built, gpu_target
 from perfsuite.environment import package_version
+from perfsuite.onnx_export import IMAGE_SHAPE
 
 SOURCE = "pip install git+https://github.com/NVIDIA-AI-IOT/torch2trt"
 
@@ -47,11 +49,11 @@ class Torch2TrtRunner(ConvertedModuleRunner):
         # The engine's I/O is fp32 in every mode (fp16_mode only changes the kernels inside).
         return images.to(self.spec.device, torch.float32).contiguous()
 
-    def _key(self) -> EngineKey:
+    def _key(self) -> ArtifactKey:
         import tensorrt as trt
 
         batch = self.spec.batch_size
-        return EngineKey(
+        return ArtifactKey(
             backend=self.name, flavor="tensorrt",
             library_version=f"torch2trt {package_version('torch2trt')} / tensorrt {trt.__version__}",
             model=self.model.name, model_fingerprint=self.model.fingerprint, target=gpu_target(self.spec.device),
@@ -83,9 +85,7 @@ class Torch2TrtRunner(ConvertedModuleRunner):
 
     def metrics(self) -> dict[str, Any]:
         facts = super().metrics()  # artifact_bytes: the saved state_dict
-        if getattr(self, "_module", None) is not None:
-            import tensorrt as trt
-
+        if self._module is not None:
             facts["engine_bytes"] = self._engine_bytes
-            facts.update(engine_facts(trt, self._module.engine))
+            facts.update(engine_facts(self._module.engine))
         return facts

@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from perfsuite.backends.tensorrt import IMAGE_SHAPE, ConvertedModuleRunner, gpu_target
-from perfsuite.engine_cache import Built, EngineKey
+from perfsuite.backends.converted import ConvertedModuleRunner
+from perfsuite.engine_cache import ArtifactKey, Built, gpu_target
 from perfsuite.environment import package_version
+from perfsuite.onnx_export import IMAGE_SHAPE
 
 
 def _inputs_keyword(function: Any) -> str:
@@ -40,10 +41,10 @@ class TorchTensorRTRunner(ConvertedModuleRunner):
     install = ("pip install 'perfsuite[torch-tensorrt]' (Torch-TensorRT pins its torch version: use the release "
                f"matching torch {'.'.join(torch.__version__.split('.')[:2])}; it brings full TensorRT)")
 
-    def _key(self) -> EngineKey:
+    def _key(self) -> ArtifactKey:
         import tensorrt as trt
 
-        return EngineKey(
+        return ArtifactKey(
             backend=self.name, flavor="tensorrt",
             library_version=f"torch_tensorrt {package_version('torch-tensorrt')} / tensorrt {trt.__version__} / "
                             f"torch {torch.__version__}",
@@ -74,7 +75,7 @@ class TorchTensorRTRunner(ConvertedModuleRunner):
 
     def metrics(self) -> dict[str, Any]:
         facts = super().metrics()
-        if getattr(self, "artifact", None) is not None:  # the saved program holds the engines
+        if self.artifact is not None:  # the saved program holds the engines
             facts["engine_bytes"] = self.artifact.size
             facts["torch_tensorrt_typing"] = self.artifact.notes.get("typing")
         return facts

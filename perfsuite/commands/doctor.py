@@ -1,9 +1,9 @@
 """``perfsuite doctor``: hardware, versions, and which backend x precision can run here and why not.
 
-By default each backend's own checks answer (installed packages, device and dtype support, and real
-runtime probes such as TensorRT-RTX deserializing a small engine); ``--build`` goes further and
-builds and loads every runnable combination, so failures that only a real attempt shows (e.g. ONNX
-Runtime's CPU provider has no bf16 convolution) appear too.
+By default each backend's own static checks answer (installed packages, device and dtype support);
+``--build`` goes further and builds and loads every runnable combination, so what only a real
+attempt shows (ONNX Runtime's CPU provider has no bf16 convolution, TensorRT-RTX's runtime refuses
+an H100's compute capability) appears too.
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         print(f"  {key}: {value}")
     print(f"\nbackends on {device}" + (" (built and loaded)" if args.build else
-                                       " (installed packages, device and runtime probes; --build to build each)"))
+                                       " (installed packages and devices only; --build to build and load each)"))
     for row in table:
         state = "ok" if row["runs"] else f"cannot run: {row['reason']}"
         print(f"  {row['backend']:<36} {row['precision']:<5} {state}")
-        facts = {k: row[k] for k in ("engine_bytes", "build_s", "load_s", "engine_layers", "layer_precisions")
+        facts = {k: row[k] for k in ("engine_bytes", "conversion_s", "build_s", "load_s", "engine_device_memory_bytes")
                  if row.get(k) is not None}
         if facts:
             print("      " + ", ".join(f"{k}={v}" for k, v in facts.items()))

@@ -83,7 +83,8 @@ def run_record(args: argparse.Namespace) -> int:
             print("changes against the existing golden:")
             print("\n".join(f"  {line}" for line in comparison.report().splitlines()))
             print("  logits: " + ("bit-identical" if exact else
-                                  f"moved, max relative error {comparison.parity.outputs[0].max_rel_error:.3g}"))
+                                  f"moved, max relative error {comparison.parity.outputs[0].max_scaled_error:.3g} "
+                                  "(max |Δ| / max |reference|)"))
         if not args.overwrite:
             print(f"\nnot replaced: {path} exists. Re-recording is deliberate: pass --overwrite, then commit the "
                   "file with a note on why the reference moved.", file=sys.stderr)
