@@ -69,7 +69,7 @@ def test_e2e(benchmark, e2e_case, pipeline, runner_pool, loaded_model, suite_opt
         images_per_s=spec.batch_size / median if median else None,
         labels=[p.label for p in ours.predictions],
         top=[[list(entry) for entry in p.top] for p in ours.predictions],
-        build_s=runner.build_seconds,
+        build_s=runner.conversion_seconds,
         load_s=runner.load_seconds,
         parity=parity.as_dict() if parity else None,
         backend_info=runner.metrics(),

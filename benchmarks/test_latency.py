@@ -39,7 +39,7 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
         "latency",
         backend=case.backend,
         **run_fields(loaded_model, spec, suite_options.transform),
-        build_s=runner.build_seconds,
+        build_s=runner.conversion_seconds,
         load_s=runner.load_seconds,
         cold_start_s=pooled.cold_start_s,
         images_per_s=spec.batch_size / median if median else None,

@@ -60,7 +60,7 @@ def test_cold_start(benchmark, startup_case, suite_options, loaded_model, fixtur
     runner = runners[-1]
     benchmark.extra_info.update(clean_json(make_extra_info(
         "cold_start", backend=startup_case.backend, **run_fields(loaded_model, spec, suite_options.transform),
-        build_s=runner.build_seconds, load_s=runner.load_seconds, backend_info=runner.metrics(),
+        build_s=runner.conversion_seconds, load_s=runner.load_seconds, backend_info=runner.metrics(),
         **measured.row_fields(),
     )))
     runner.release()

@@ -15,7 +15,9 @@ Schema 1 (all times in seconds, memory in bytes; ``None`` where not measurable):
     numeric_mode        "fp32" | "tf32" | "fp16" | "bf16" (fp32 with TF32 in effect is "tf32")
     tf32                {"cudnn_conv": "tf32"|"ieee", "cuda_matmul": "tf32"|"ieee"}
     cudnn_benchmark     bool
-    build_s, load_s, cold_start_s
+    build_s             conversion: what making the row's converted model cost (an export, an engine:
+                        as measured when made, also when read from the cache; ``Runner.conversion_seconds``)
+    load_s, cold_start_s  loading it onto the device; its first call after load
     images_per_s        batch_size / median latency
     peak_gpu_memory_bytes  device memory the runner holds at its peak: the fall of cudaMemGetInfo's
                         free memory over build, load, first call and the timed rounds (every

@@ -174,6 +174,13 @@ class Runner(abc.ABC):
         """Build/load times and backend-specific facts (exporter, engine size, ...)."""
         return {"build_s": self.build_seconds, "load_s": self.load_seconds}
 
+    @property
+    def conversion_seconds(self) -> float | None:
+        """What making this runner's converted model cost: for cached artifacts (exports, engines) as
+        measured when they were made, so a row reports the same whatever ran before it in the
+        process; otherwise this build's own time."""
+        return self.metrics().get("conversion_s", self.build_seconds)
+
     # -- what subclasses implement -------------------------------------------------------------
     @abc.abstractmethod
     def _build(self) -> None: ...
