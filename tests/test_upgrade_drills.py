@@ -65,11 +65,17 @@ def perturbed(model) -> LoadedModel:
     return edited(model, one_ulp_everywhere)
 
 
-def test_unchanged_model_matches_exactly(model, golden, inputs):
-    """Control: without an edit, the drill machinery reports no change at all."""
+def test_unchanged_model_matches_to_fp32_rounding(model, golden, inputs):
+    """Control: without an edit, the drill machinery reports no departure, and the logits equal the
+    golden's up to the order of fp32 sums. That order depends on the CPU (oneDNN picks its kernels by
+    instruction set): bit-identical on the Intel Xeon that recorded the golden, 1.6e-5 absolute
+    (1e-6 scaled) on an AMD EPYC. On one machine the check is deterministic."""
     comparison, _ = check_reference(model, golden, FP32, inputs)
     assert comparison.passed and comparison.first_departure is None
-    assert comparison.parity.outputs[0].max_abs_error == 0.0
+    logits = comparison.parity.outputs[0]
+    assert logits.max_scaled_error < FP32.rel / 10
+    again, _ = check_reference(model, golden, FP32, inputs)
+    assert again.parity.outputs[0].max_abs_error == logits.max_abs_error
 
 
 def test_rounding_level_weight_perturbation_passes(perturbed, golden, inputs):
