@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
 
 from perfsuite import __version__
+from perfsuite.config import load_suite_config
 from perfsuite.errors import PerfsuiteError
+
+# What a shell reports for a process that SIGPIPE ended (128 + 13): the output was not all delivered.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; user errors print one line and exit 2, never a traceback."""
     try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, so a closed pipe is caught below and not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (``perfsuite ... | head``): stop quietly. stdout now points at
+        # /dev/null so that Python's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    command = "perfsuite"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # --help and --version end here, before any file is read
+        command = f"perfsuite {args.command}"
+        load_suite_config()  # a broken [tool.perfsuite] stops every command now, naming the file and key
         return int(args.func(args) or 0)
     except PerfsuiteError as exc:
-        print(f"perfsuite {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -4,8 +4,11 @@ Comparing two backends in one run cannot notice that the reference itself moved 
 torchvision or Pillow, another CPU). A golden pins it: eager fp32 on the CPU (where TF32 does not
 exist) for every fixture image, per model, weights fingerprint and preprocessing transform.
 
-Layout: ``fixtures/golden/<model>/<first 16 hex digits of the fingerprint>/<transform>.json``,
-one JSON document per golden (written atomically), holding
+Layout: ``<project>/fixtures/golden/<model>/<first 16 hex digits of the fingerprint>/<transform>.json``,
+where the project is the one being tested: pytest's rootdir, or for the command line the folder of the
+nearest pyproject.toml at or above the working directory (never the folder perfsuite is installed
+in, so an editable install used from another checkout reads and writes that checkout's goldens).
+One JSON document per golden (written atomically), declared by :data:`GOLDEN_SCHEMA`, holding
 
 - the logits, as little-endian float32 bytes in base64 with their sha256, verified on read
   (nothing is ever unpickled);
@@ -16,7 +19,20 @@ one JSON document per golden (written atomically), holding
   L2 norm and a 32-bucket CountSketch (each element added, with a fixed random sign, into one of
   32 fixed random buckets). The sketch is linear, so sketch(new) - sketch(old) = sketch(new - old),
   and ||sketch(x)|| estimates ||x|| (to ~25% with 32 buckets): enough to tell rounding noise
-  (1e-7) from a real change (1e-2) layer by layer, and so to say where outputs first depart.
+  (1e-7) from a real change (1e-2) layer by layer, and so to say where outputs first depart;
+- ``content_sha256`` (format 2): the sha256 of the whole document without this field, as canonical
+  JSON (sorted keys, no spaces), so that the layer norms, names and shapes, the image list and the
+  provenance are covered too, not only the arrays.
+
+Format 1 files (no ``content_sha256``) are still read: their arrays are verified as before, and the
+rest of the document is not covered by a checksum; the check's report says so
+(:attr:`Golden.content_verified`). No verdict reads a golden's norms (layers are compared through
+their checksummed sketches; NaN is looked for in the *current* trace), so an unverified norm cannot
+change a result. ``perfsuite golden record --overwrite`` writes format 2.
+
+Image names are plain file names in the fixtures folder (``images.FIXTURES_DIR``); a golden naming
+an absolute path or one with a folder in it is refused, so a golden file never makes the suite read
+a file elsewhere.
 
 Re-recording is deliberate (``perfsuite golden record --overwrite``); see docs/parity.md.
 """
@@ -29,6 +45,7 @@ import dataclasses
 import datetime
 import difflib
 import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -44,10 +61,11 @@ from perfsuite.images import FIXTURES_DIR, build_transform, fixture_paths, load_
 from perfsuite.models import LoadedModel
 from perfsuite.results import read_json_file, write_json_atomic
 from perfsuite.tolerances import Tolerance
+from perfsuite.validation import validate
 
-GOLDEN_DIR = FIXTURES_DIR / "golden"
 FORMAT = "perfsuite-golden"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; READABLE_VERSIONS are read
+READABLE_VERSIONS = (1, 2)
 REFERENCE = "eager fp32 on the CPU (TF32 does not apply there)"
 SKETCH_BUCKETS = 32
 SKETCH_SEED = 20261128
@@ -167,15 +185,19 @@ class Golden:
     machine: str
     recorded_at: str
     path: Path | None = None  # where it was read from
+    content_verified: bool = True  # False for a format 1 file: only its arrays carry a checksum
 
     @property
     def image_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.images)
 
     def describe(self) -> str:
+        unverified = "" if self.content_verified else (
+            "; format 1: only its arrays are checksummed, not its layer norms or metadata (re-record with "
+            "--overwrite to write format 2)")
         return (f"{self.model}, weights {self.weights} {self.fingerprint[:12]}, transform {self.transform}, "
                 f"{len(self.images)} images, recorded {self.recorded_at} with torch {self.versions.get('torch')}, "
-                f"torchvision {self.versions.get('torchvision')}")
+                f"torchvision {self.versions.get('torchvision')}{unverified}")
 
 
 def _sha256_file(path: Path) -> str:
@@ -219,8 +241,59 @@ def record_golden(model: LoadedModel, inputs: GoldenInputs) -> Golden:
 # -- storage -----------------------------------------------------------------------------------
 
 
-def golden_path(model_name: str, fingerprint: str, transform: str, root: Path = GOLDEN_DIR) -> Path:
+def project_golden_dir(project_root: Path | None = None) -> Path:
+    """``<project>/fixtures/golden``: the project is ``project_root`` (pytest passes its rootdir), else
+    the folder of the nearest pyproject.toml at or above the working directory."""
+    from perfsuite.config import find_pyproject
+
+    if project_root is None:
+        pyproject = find_pyproject()
+        if pyproject is None:
+            raise GoldenError(f"no pyproject.toml in {Path.cwd()} or above, so no project to find the goldens "
+                              "in (<project>/fixtures/golden): run perfsuite from the project, or pass --golden-dir")
+        project_root = pyproject.parent
+    return Path(project_root) / "fixtures" / "golden"
+
+
+def golden_path(model_name: str, fingerprint: str, transform: str, root: Path) -> Path:
     return Path(root) / model_name / fingerprint[:16] / f"{transform}.json"
+
+
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_SIZES = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+_ARRAY = {
+    "type": "object",
+    "required": ["dtype", "shape", "sha256", "base64"],
+    "properties": {"dtype": {"enum": list(_ARRAY_DTYPES)}, "shape": _SIZES, "sha256": _SHA256,
+                   "base64": {"type": "string"}, "encoding": {"type": "string"}},
+}
+_TEXT = {"type": "string"}
+GOLDEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "format_version", "model", "weights", "weights_source", "weights_fingerprint",
+                 "transform", "preprocessing", "images", "input_sha256", "exporter", "versions", "machine",
+                 "recorded_at", "logits", "layers"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"enum": list(READABLE_VERSIONS)},
+        "model": _TEXT, "weights": _TEXT, "weights_source": _TEXT, "weights_fingerprint": _SHA256,
+        "transform": _TEXT, "preprocessing": _TEXT, "reference": _TEXT, "machine": _TEXT, "recorded_at": _TEXT,
+        "images": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["name", "sha256"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "sha256": _SHA256}}},
+        "input_sha256": _SHA256,
+        "exporter": {"type": "object"},
+        "versions": {"type": "object"},
+        "logits": _ARRAY,
+        "layers": {"type": "array", "items": {
+            "type": "object", "required": ["name", "kind", "shape", "norms", "sketch"],
+            "properties": {"name": _TEXT, "kind": _TEXT, "shape": _SIZES,
+                           "norms": {"type": "array", "items": {"type": "number"}}, "sketch": _ARRAY}}},
+        "content_sha256": _SHA256,
+    },
+    "if": {"properties": {"format_version": {"const": 2}}},
+    "then": {"required": ["content_sha256"]},
+}
 
 
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
@@ -230,16 +303,11 @@ def _encode_array(array: np.ndarray) -> dict[str, Any]:
             "sha256": hashlib.sha256(data).hexdigest(), "base64": base64.b64encode(data).decode("ascii")}
 
 
-def _decode_array(entry: Any, where: str) -> np.ndarray:
-    if not isinstance(entry, dict) or not {"dtype", "shape", "sha256", "base64"} <= set(entry):
-        raise GoldenError(f"{where}: not an encoded array (needs dtype, shape, sha256, base64)")
+def _decode_array(entry: dict[str, Any], where: str) -> np.ndarray:
+    """An array the schema has checked the fields of: its data, verified against its sha256 and shape."""
     dtype, shape = entry["dtype"], entry["shape"]
-    if dtype not in _ARRAY_DTYPES:
-        raise GoldenError(f"{where}: dtype {dtype!r} is not allowed (only {', '.join(_ARRAY_DTYPES)})")
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise GoldenError(f"{where}: shape {shape!r} is not a list of sizes")
     try:
-        data = base64.b64decode(str(entry["base64"]), validate=True)
+        data = base64.b64decode(entry["base64"], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise GoldenError(f"{where}: the base64 data is corrupt ({exc})") from exc
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
@@ -250,8 +318,14 @@ def _decode_array(entry: Any, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype=_ARRAY_DTYPES[dtype]).reshape(shape).astype(dtype)
 
 
+def content_sha256(document: dict[str, Any]) -> str:
+    """The sha256 of ``document`` without its ``content_sha256``, as canonical JSON."""
+    body = {key: value for key, value in document.items() if key != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def golden_document(golden: Golden) -> dict[str, Any]:
-    return {
+    document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": golden.model,
@@ -271,9 +345,10 @@ def golden_document(golden: Golden) -> dict[str, Any]:
         "layers": [{"name": t.name, "kind": t.kind, "shape": list(t.shape), "norms": list(t.norms),
                     "sketch": _encode_array(t.sketch)} for t in golden.layers],
     }
+    return {**document, "content_sha256": content_sha256(document)}
 
 
-def save_golden(golden: Golden, root: Path = GOLDEN_DIR) -> Path:
+def save_golden(golden: Golden, root: Path) -> Path:
     """Write atomically to its place under ``root``; refuses a reference with NaN or Inf."""
     if not torch.isfinite(golden.logits).all():
         raise GoldenError(f"golden {golden.model}/{golden.transform}: the reference logits have NaN or Inf "
@@ -283,40 +358,38 @@ def save_golden(golden: Golden, root: Path = GOLDEN_DIR) -> Path:
     return path
 
 
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "model": str, "weights": str, "weights_source": str, "weights_fingerprint": str, "transform": str,
-    "preprocessing": str, "images": list, "input_sha256": str, "exporter": dict, "versions": dict,
-    "machine": str, "recorded_at": str, "logits": dict, "layers": list,
-}
+def _check_image_name(name: str, where: str, index: int) -> str:
+    if name in (".", "..") or Path(name).is_absolute() or Path(name).name != name or "\\" in name:
+        raise GoldenError(f"{where}: field images[{index}].name {name!r} is not a plain file name: a golden names "
+                          f"images in the fixtures folder ({FIXTURES_DIR}) and never points outside it")
+    return name
 
 
 def load_golden(path: str | Path) -> Golden:
-    """Read and verify a golden file; a :class:`GoldenError` naming the file for anything wrong."""
+    """Read and verify a golden file; a :class:`GoldenError` naming the file (and the field) for anything wrong."""
     path = Path(path)
     where = f"golden {path}"
     data = read_json_file(path, where, GoldenError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise GoldenError(f"{where}: not a perfsuite golden file (no \"format\": \"{FORMAT}\")")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise GoldenError(f"{where}: format version {data.get('format_version')!r}; this perfsuite reads "
-                          f"version {FORMAT_VERSION}")
-    for key, kind in _FIELDS.items():
-        if not isinstance(data.get(key), kind):
-            raise GoldenError(f"{where}: field {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
-    if not all(isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("sha256"), str)
-               for i in data["images"]):
-        raise GoldenError(f"{where}: 'images' must list {{name, sha256}} objects")
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise GoldenError(f"{where}: field format_version: {version!r} is a {type(version).__name__}, not a "
+                          f"number (this perfsuite reads format versions {', '.join(map(str, READABLE_VERSIONS))})")
+    if version not in READABLE_VERSIONS:
+        raise GoldenError(f"{where}: format version {version}; this perfsuite reads format versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))} (a newer perfsuite wrote it?)")
+    validate(data, GOLDEN_SCHEMA, where, GoldenError)
+    images = tuple((_check_image_name(i["name"], where, n), i["sha256"]) for n, i in enumerate(data["images"]))
     logits = _decode_array(data["logits"], f"{where}: logits")
-    if logits.ndim != 2 or logits.shape[0] != len(data["images"]):
-        raise GoldenError(f"{where}: logits of shape {logits.shape} do not match {len(data['images'])} images")
-    layers = []
-    for index, layer in enumerate(data["layers"]):
-        if not isinstance(layer, dict) or not isinstance(layer.get("name"), str) \
-                or not isinstance(layer.get("norms"), list):
-            raise GoldenError(f"{where}: layer #{index} is malformed")
-        sketch = _decode_array(layer.get("sketch"), f"{where}: layer {layer['name']} sketch")
-        layers.append(LayerTrace(layer["name"], str(layer.get("kind", "")), tuple(layer.get("shape", ())),
-                                 tuple(float(n) for n in layer["norms"]), sketch))
+    if logits.ndim != 2 or logits.shape[0] != len(images):
+        raise GoldenError(f"{where}: logits of shape {logits.shape} do not match {len(images)} images")
+    layers = tuple(LayerTrace(layer["name"], layer["kind"], tuple(layer["shape"]), tuple(map(float, layer["norms"])),
+                              _decode_array(layer["sketch"], f"{where}: layer {layer['name']} sketch"))
+                   for layer in data["layers"])
+    if version >= 2 and content_sha256(data) != data["content_sha256"]:
+        raise GoldenError(f"{where}: content sha256 mismatch: a field (layer norms, names, image list or "
+                          "provenance) was edited after the golden was recorded")
     fingerprint, transform = data["weights_fingerprint"], data["transform"]
     if path.parent.name != fingerprint[:16] or path.stem != transform:
         raise GoldenError(f"{where}: holds fingerprint {fingerprint[:16]} and transform {transform!r} but is "
@@ -324,13 +397,14 @@ def load_golden(path: str | Path) -> Golden:
     return Golden(
         model=data["model"], weights=data["weights"], weights_source=data["weights_source"],
         fingerprint=fingerprint, transform=transform, preprocessing=data["preprocessing"],
-        images=tuple((i["name"], i["sha256"]) for i in data["images"]), input_sha256=data["input_sha256"],
-        logits=torch.from_numpy(logits.copy()), layers=tuple(layers), exporter=data["exporter"],
+        images=images, input_sha256=data["input_sha256"],
+        logits=torch.from_numpy(logits.copy()), layers=layers, exporter=data["exporter"],
         versions=data["versions"], machine=data["machine"], recorded_at=data["recorded_at"], path=path,
+        content_verified=version >= 2,
     )
 
 
-def recorded_goldens(model_name: str, root: Path = GOLDEN_DIR) -> list[str]:
+def recorded_goldens(model_name: str, root: Path) -> list[str]:
     """One line per golden file recorded for ``model_name`` (unreadable ones say why)."""
     lines = []
     for path in sorted((Path(root) / model_name).glob("*/*.json")):
@@ -347,7 +421,7 @@ def weights_option(model: LoadedModel) -> str:
     return model.weights_source if model.weights == "file" else model.weights
 
 
-def find_golden(model: LoadedModel, transform: str, root: Path = GOLDEN_DIR) -> Golden:
+def find_golden(model: LoadedModel, transform: str, root: Path) -> Golden:
     """The golden of ``model``'s weights fingerprint and ``transform``; :class:`GoldenMissing`
     (never a silent pass) when none was recorded."""
     path = golden_path(model.name, model.fingerprint, transform, root)

@@ -198,18 +198,40 @@ def _pretrained_state_dict(name: str) -> tuple[dict[str, torch.Tensor], str]:
     return state, f"{type(enum).__name__}.{enum.name}"
 
 
-def resolve_weights_choice(option: str | None, default: str = "auto") -> str:
-    """--weights, else $PERFSUITE_WEIGHTS, else the suite default."""
-    return option or os.environ.get("PERFSUITE_WEIGHTS") or default
+def resolve_weights_choice(option: str | None, default: str = "auto",
+                           default_origin: str = "the default weights") -> tuple[str, str]:
+    """(choice, where it came from): --weights, else $PERFSUITE_WEIGHTS, else the suite default
+    (``default_origin`` names it in messages, e.g. the pyproject.toml key)."""
+    if option:
+        return option, "--weights"
+    if os.environ.get("PERFSUITE_WEIGHTS"):
+        return os.environ["PERFSUITE_WEIGHTS"], "$PERFSUITE_WEIGHTS"
+    return default, default_origin
 
 
-def load_model(name: str = "alexnet", weights: str = "auto") -> LoadedModel:
-    """Build ``name`` in eval mode on the CPU in fp32 with the chosen weights."""
+def check_model_name(name: str, origin: str = "--model") -> str:
+    """``name`` if torchvision has such a classification model; else an error naming ``origin``."""
+    if name not in available_models():
+        raise InputError(f"{origin} {name!r}: not a torchvision classification model (e.g. alexnet, resnet18)")
+    return name
+
+
+def check_weights_choice(choice: str, origin: str = "--weights") -> str:
+    """``choice`` if it is one of WEIGHTS_CHOICES or looks like a file path; else an error naming ``origin``."""
+    if choice not in WEIGHTS_CHOICES and not Path(choice).suffix and not Path(choice).expanduser().exists():
+        raise InputError(f"{origin} {choice!r}: neither one of {', '.join(WEIGHTS_CHOICES)} nor an existing file")
+    return choice
+
+
+def load_model(name: str = "alexnet", weights: str = "auto", *, name_origin: str = "--model",
+               weights_origin: str = "--weights") -> LoadedModel:
+    """Build ``name`` in eval mode on the CPU in fp32 with the chosen weights; the origins name where
+    the two values came from (an option, a pyproject.toml key) in error messages."""
     import time
 
     started = time.perf_counter()
-    if name not in available_models():
-        raise InputError(f"--model {name!r}: not a torchvision classification model (e.g. alexnet, resnet18)")
+    check_model_name(name, name_origin)
+    check_weights_choice(weights, weights_origin)
     model = _torchvision_models().get_model(name, weights=None).eval()
 
     choice = weights
@@ -234,10 +256,6 @@ def load_model(name: str = "alexnet", weights: str = "auto") -> LoadedModel:
         kind = "random"
     else:
         path = Path(choice).expanduser()
-        if choice not in WEIGHTS_CHOICES and not path.suffix and not path.exists():
-            raise InputError(
-                f"--weights {choice!r}: neither one of {', '.join(WEIGHTS_CHOICES)} nor an existing file"
-            )
         state = _load_file(path)
         source, kind = str(path), "file"
 

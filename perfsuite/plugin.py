@@ -28,7 +28,7 @@ from perfsuite.config import SuiteConfig, check_precision, load_suite_config, pa
 from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.images import TRANSFORMS, fixture_paths, load_batch
 from perfsuite.measure import MeasureSettings, RunnerFootprint
-from perfsuite.models import LoadedModel, load_model, resolve_weights_choice
+from perfsuite.models import LoadedModel, check_model_name, check_weights_choice, load_model, resolve_weights_choice
 from perfsuite.timing import time_once
 from perfsuite.tolerances import Tolerance, merge_overrides, parse_tolerance_options, tolerance_for
 
@@ -93,16 +93,24 @@ class SuiteOptions:
         suite = load_suite_config(config.rootpath / "pyproject.toml"
                                   if (config.rootpath / "pyproject.toml").is_file() else None)
         device = environment.resolve_device(config.getoption("--device"))
-        backends = split_names(config.getoption("--backends")) or suite.backends
+        backends = split_names(config.getoption("--backends"), "--backends") or suite.backends
         for name in backends:
-            get_runner_class(name)  # raises a clear error for an unknown name
-        precisions = tuple(check_precision(p, "--precisions") for p in split_names(config.getoption("--precisions"))) \
-            or suite.precisions
+            try:
+                get_runner_class(name)
+            except InputError as exc:  # an unknown name, blamed on where it came from
+                raise InputError(f"{'--backends' if config.getoption('--backends') else suite.source('backends')}: "
+                                 f"{exc}") from None
+        precisions = tuple(check_precision(p, "--precisions")
+                           for p in split_names(config.getoption("--precisions"), "--precisions")) or suite.precisions
         batch_option = config.getoption("--batch-sizes")
-        batch_sizes = parse_batch_sizes(batch_option) if batch_option else suite.batch_sizes(device)
+        batch_sizes = parse_batch_sizes(batch_option) if batch_option is not None else suite.batch_sizes(device)
+        model_option = config.getoption("--model")
+        model = check_model_name(model_option or suite.model, "--model" if model_option else suite.source("model"))
+        weights = check_weights_choice(*resolve_weights_choice(config.getoption("--weights"), suite.weights,
+                                                               suite.source("weights")))
         return cls(
-            model=config.getoption("--model") or suite.model,
-            weights=resolve_weights_choice(config.getoption("--weights"), suite.weights),
+            model=model,
+            weights=weights,
             backends=tuple(backends),
             precisions=tuple(precisions),
             batch_sizes=batch_sizes,

@@ -8,14 +8,21 @@ Charts (each only when the runs have what it needs):
 
 ``comparison.png``            per backend x precision: conversion (build) time, load time, and
                               inference latency at the smallest batch size
-``latency_distribution.png``  every timed round per backend x precision, one panel per batch size
+``latency_distribution.png``  per backend x precision, one panel per batch size: a box of every timed
+                              round when the runs saved them (``--benchmark-json``,
+                              ``--benchmark-save-data``), else of the quartiles, min and max that
+                              pytest-benchmark saves in every run's stats (``--benchmark-autosave``)
 ``throughput.png``            images/s against batch size
 ``speedup.png``               speedup over eager at the same precision, batch size and machine
-``memory.png``                peak GPU memory and host RSS growth per backend x precision
+``memory.png``                peak GPU memory and host RSS growth per backend x precision (each series
+                              with its own marker and line style, nudged sideways, so equal values
+                              stay visible)
 
 :func:`render_markdown` writes the tables (machine, versions, every benchmark with median, IQR,
-CV, images/s, parity, build/load/cold start, memory; every skip and failure with its reason);
-``summary.md`` and the ``docs/results/*.md`` tables are both made by it.
+CV, images/s, parity, build/load/cold start, memory, flags for instability, throttling, a shared GPU
+and CPU contention; every skip and failure with its reason); ``summary.md`` and the
+``docs/results/*.md`` tables are both made by it. A one-round row has no spread: its IQR and CV are
+shown as "-", not as 0.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from typing import Any
 
 from perfsuite.errors import InputError
 from perfsuite.gate.runs import SavedRun
+from perfsuite.gate.settings import GateSettings
 from perfsuite.gate.tables import format_bytes, format_number, format_percent, format_seconds, render_table
 
+DEFAULT_HOST_CONTENTION = GateSettings().host_contention
 CHARTS = ("comparison", "latency_distribution", "throughput", "speedup", "memory")
 SOFTWARE_SHOWN = ("torch", "torchvision", "cuda", "cudnn", "driver", "tensorrt", "tensorrt_rtx", "onnxruntime",
                   "onnx", "numpy", "python", "perfsuite")
@@ -49,14 +58,20 @@ class Row:
     batch_size: int | None
     runs: int
     median_s: float
-    iqr_s: float | None
+    iqr_s: float | None  # None: fewer than two rounds, no spread to show
     cv: float | None
     samples: list[float] | None
     extra: dict[str, Any]
+    box: dict[str, float] | None = None  # min, q1, q3, max in s from the runs' stats when no samples were saved
 
     @property
     def series(self) -> str:
-        return f"{self.backend} {self.precision}"
+        """'eager fp16', plus what a benchmark id adds after its case (e.g. 'eager fp16 (cudnn-benchmark)' for
+        test_latency[eager-fp16-b8-cudnn-benchmark]), so that variants of one case are separate series."""
+        case = f"{self.backend}-{self.precision}-b{self.batch_size}"
+        parameters = self.name.partition("[")[2].removesuffix("]")
+        variant = parameters[len(case):].strip("-") if parameters.startswith(case) else ""
+        return f"{self.backend} {self.precision}" + (f" ({variant})" if variant else "")
 
     def value(self, field: str) -> Any:
         values = [v for v in self.extra.get(field, []) if v is not None]
@@ -99,7 +114,8 @@ class Machine:
 
 
 MERGED_FIELDS = ("build_s", "load_s", "cold_start_s", "peak_gpu_memory_bytes", "host_rss_delta_bytes",
-                 "host_peak_rss_bytes", "parity", "stability", "gpu_telemetry")
+                 "host_peak_rss_bytes", "parity", "stability", "gpu_telemetry", "host_telemetry")
+BOX_STATS = ("min", "q1", "q3", "max")
 
 
 def group_machines(runs: Sequence[SavedRun]) -> list[Machine]:
@@ -111,7 +127,8 @@ def group_machines(runs: Sequence[SavedRun]) -> list[Machine]:
 
 
 def collect_rows(runs: Sequence[SavedRun]) -> list[Row]:
-    """Every benchmark of every machine, merged over that machine's runs, in first-seen order."""
+    """Every benchmark of every machine, merged over that machine's runs, in first-seen order; an error
+    when the runs hold no benchmark at all (an empty report would read as a pass)."""
     if not runs:
         raise InputError("report: no runs given")
     rows = []
@@ -121,16 +138,33 @@ def collect_rows(runs: Sequence[SavedRun]) -> list[Row]:
             records = [run.benchmarks[key] for run in machine.runs if key in run.benchmarks]
             first = records[0]
             samples = [s for r in records for s in (r.samples or [])] if all(r.samples for r in records) else None
-            cvs = [r.cv for r in records if r.cv is not None]
+            spread = [r for r in records if (r.stats.get("rounds") or 0) >= 2]
+            cvs = [r.cv for r in spread if r.cv is not None]
             info = first.extra_info
             rows.append(Row(
                 machine.label, machine.id, key, first.name, first.kind, first.backend, info.get("precision"),
                 info.get("batch_size"), len(records), statistics.median(r.median_s for r in records),
-                statistics.median(float(r.stats.get("iqr", 0.0)) for r in records),
+                statistics.median(float(r.stats.get("iqr", 0.0)) for r in spread) if spread else None,
                 statistics.median(cvs) if cvs else None,
                 samples, {f: [r.extra_info.get(f) for r in records] for f in MERGED_FIELDS},
+                None if samples else _stats_box(records),
             ))
+    if not rows:
+        outcomes = [(nodeid, entry) for run in runs for nodeid, entry in run.outcomes.items()]
+        example = (f" ({len(outcomes)} test(s) skipped or failed, e.g. {outcomes[0][0]}: "
+                   f"{outcomes[0][1].get('reason') or outcomes[0][1].get('outcome')})") if outcomes else ""
+        raise InputError(f"no benchmark results in {', '.join(str(run.path) for run in runs)}{example}; "
+                         "nothing to report")
     return rows
+
+
+def _stats_box(records: Sequence[Any]) -> dict[str, float] | None:
+    """The box of runs saved without their rounds: the extremes over the runs, the median of each quartile."""
+    if not all(all(isinstance(r.stats.get(k), (int, float)) for k in BOX_STATS) for r in records):
+        return None
+    return {"min": min(float(r.stats["min"]) for r in records), "max": max(float(r.stats["max"]) for r in records),
+            "q1": statistics.median(float(r.stats["q1"]) for r in records),
+            "q3": statistics.median(float(r.stats["q3"]) for r in records)}
 
 
 # -- markdown ------------------------------------------------------------------------------------
@@ -149,7 +183,7 @@ def parity_cell(parity: dict[str, Any] | None) -> str:
     return f"{state}, rel {format_number(error, 2)}, top-1 {format_percent(agreement, signed=False)}"
 
 
-def _flags(row: Row) -> str:
+def _flags(row: Row, host_contention: float) -> str:
     flags = []
     stability = [s for s in row.extra.get("stability", []) if s]
     if any(s.get("unstable") for s in stability):
@@ -159,11 +193,23 @@ def _flags(row: Row) -> str:
         flags.append("throttled")
     if any(t.get("contended") for t in telemetry):
         flags.append("GPU shared")
+    # The gate's rule (gate.verdict.run_problem): other processes' share of the CPU above host_contention.
+    host = [t for t in row.extra.get("host_telemetry", []) if isinstance(t, dict)]
+    fractions = [t["other_cpu_fraction"] for t in host if isinstance(t.get("other_cpu_fraction"), (int, float))]
+    if fractions and max(fractions) > host_contention:
+        contended = sum(f > host_contention for f in fractions)
+        runs = f" in {contended} of {len(fractions)} runs" if len(fractions) > 1 else ""
+        flags.append(f"CPU contended (other processes used up to {max(fractions):.0%} of the CPU{runs})")
+    elif len(fractions) < len(host):
+        flags.append("CPU contention unknown")
     return ", ".join(flags)
 
 
-def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", charts: Sequence[str] = ()) -> str:
-    """The results tables: per machine its hardware, software, every benchmark row and every skip."""
+def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", charts: Sequence[str] = (),
+                    host_contention: float = DEFAULT_HOST_CONTENTION) -> str:
+    """The results tables: per machine its hardware, software, every benchmark row and every skip;
+    ``host_contention`` is the gate's threshold for flagging a row measured while other processes
+    used the CPU ([tool.perfsuite.gate] host_contention)."""
     rows = collect_rows(runs)
     lines = [f"# {title}", ""]
     if charts:
@@ -182,7 +228,7 @@ def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", 
                       format_percent(r.cv, signed=False), format_number(r.images_per_s, 4), parity_cell(r.parity),
                       format_seconds(r.value("build_s")), format_seconds(r.value("load_s")),
                       format_seconds(r.value("cold_start_s")), format_bytes(r.value("peak_gpu_memory_bytes")),
-                      format_bytes(r.value("host_rss_delta_bytes"), signed=True), _flags(r) or "-"]
+                      format_bytes(r.value("host_rss_delta_bytes"), signed=True), _flags(r, host_contention) or "-"]
                      for r in latency]
             lines += ["### Latency", "", render_table(
                 ["backend", "precision", "batch", "median", "IQR", "CV", "img/s", "parity", "build", "load",
@@ -261,23 +307,31 @@ def _distribution_chart(rows: list[Row], path: Path, several: bool) -> Path | No
     axes = figure.subplots(len(batches), 1, squeeze=False)[:, 0]
     for ax, batch in zip(axes, batches):
         chosen = [r for r in latency if r.batch_size == batch]
-        boxes = []
-        for r in chosen:
-            if r.samples:
-                values = [v * 1e3 for v in r.samples]
-                boxes.append({"med": statistics.median(values), "q1": _quantile(values, 0.25),
-                              "q3": _quantile(values, 0.75), "whislo": min(values), "whishi": max(values),
-                              "fliers": [], "label": _label(r, several)})
-            else:  # no samples saved: the box from the run's own statistics
-                boxes.append({"med": r.median_s * 1e3, "q1": r.median_s * 1e3, "q3": r.median_s * 1e3,
-                              "whislo": r.median_s * 1e3, "whishi": r.median_s * 1e3, "fliers": [],
-                              "label": _label(r, several) + " (median only)"})
+        boxes = [_box(r, several) for r in chosen]
         ax.bxp(boxes, showfliers=False)
         ax.set_ylabel("ms per batch")
-        ax.set_title(f"batch {batch}: every timed round (box: quartiles, whiskers: min/max)")
+        ax.set_title(f"batch {batch} (box: quartiles, whiskers: min/max of the timed rounds)")
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     figure.suptitle("Latency distribution per backend")
     return _save(figure, path)
+
+
+def _box(row: Row, several: bool) -> dict[str, Any]:
+    """matplotlib's bxp statistics of one row, in ms: from every round when saved, else from the runs'
+    own stats; the label says which, and a row with neither shows its median alone."""
+    label, median = _label(row, several), row.median_s * 1e3
+    if row.samples:
+        values = [v * 1e3 for v in row.samples]
+        low, q1, median, q3, high = (min(values), _quantile(values, 0.25), statistics.median(values),
+                                     _quantile(values, 0.75), max(values))
+        label += f"\n{len(values)} rounds"
+    elif row.box:
+        low, q1, q3, high = (row.box[k] * 1e3 for k in BOX_STATS)
+        label += "\nfrom saved stats" + (f", {row.runs} runs" if row.runs > 1 else "")
+    else:
+        low = q1 = q3 = high = median
+        label += "\nmedian only"
+    return {"med": median, "q1": q1, "q3": q3, "whislo": low, "whishi": high, "fliers": [], "label": label}
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -306,16 +360,44 @@ def _batch_axis(ax, rows: list[Row]) -> None:
     ax.set_xlabel("batch size")
 
 
+def _plain_number(value: float, _position: Any = None) -> str:
+    """Tick labels a reader takes in at a glance: 60, 200, 1,500, 0.5 (not 6×10^1)."""
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.2g}"
+
+
+def _plain_log_axis(axis) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(_plain_number))
+    # Label 1, 2, 3 and 5 of each decade (a span of less than a decade still gets labels), not every minor tick.
+    axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
+    axis.set_minor_formatter(FuncFormatter(_plain_number))
+    if len(axis.get_majorticklocs()) + len(axis.get_minorticklocs()) > 12:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _plot_series(ax, series: dict[str, list[Row]], value) -> None:
+    """One line per series, each with its own colour, marker and line style, and nudged sideways by a
+    few percent of a doubling, so that series with equal values stay visible instead of hiding each other."""
+    styles = [(marker, line) for line in ("-", "--", ":", "-.") for marker in "osD^vP*X<>"]
+    count = len(series)
+    for index, (label, points) in enumerate(series.items()):
+        marker, line = styles[index % len(styles)]
+        nudge = 2 ** (0.06 * (index - (count - 1) / 2)) if count > 1 else 1.0
+        ax.plot([r.batch_size * nudge for r in points], [value(r) for r in points], marker=marker, linestyle=line,
+                color=f"C{index % 10}", markerfacecolor="none", markersize=7, linewidth=1.4, label=label)
+
+
 def _throughput_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
     latency = [r for r in rows if r.kind == "latency" and r.images_per_s]
     if not latency:
         return None
     figure = _figure(8, 5)
     ax = figure.subplots()
-    for label, points in _series(latency, several).items():
-        ax.plot([r.batch_size for r in points], [r.images_per_s for r in points], marker="o", label=label)
+    _plot_series(ax, _series(latency, several), lambda r: r.images_per_s)
     _batch_axis(ax, latency)
     ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
     ax.set_ylabel("images / s (batch / median latency)")
     ax.set_title("Throughput against batch size")
     ax.legend(fontsize=7)
@@ -367,9 +449,7 @@ def _memory_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
     figure = _figure(6 * len(panels), 5)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, chosen, field) in zip(axes, panels):
-        for label, points in _series(chosen, several).items():
-            ax.plot([r.batch_size for r in points], [r.value(field) / 2**20 for r in points], marker="o",
-                    label=label)
+        _plot_series(ax, _series(chosen, several), lambda r, f=field: r.value(f) / 2**20)
         _batch_axis(ax, chosen)
         ax.set_title(title)
         ax.legend(fontsize=7)
@@ -395,12 +475,13 @@ def write_charts(runs: Sequence[SavedRun], output: str | Path) -> list[Path]:
 
 
 def write_report(runs: Sequence[SavedRun], output: str | Path, title: str = "Benchmark results",
-                 charts: bool = True, markdown_name: str = "summary.md") -> list[Path]:
+                 charts: bool = True, markdown_name: str = "summary.md",
+                 host_contention: float = DEFAULT_HOST_CONTENTION) -> list[Path]:
     """Charts and the markdown summary into ``output``; returns the files written."""
     from perfsuite.results import write_text_atomic
 
     output = Path(output)
     written = write_charts(runs, output) if charts else []
     summary = output / markdown_name
-    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written]))
+    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written], host_contention))
     return [*written, summary]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,14 @@ from perfsuite.models import LoadedModel, load_model
 def alexnet() -> LoadedModel:
     """AlexNet with the deterministic offline weights, built once for all unit tests (do not mutate it)."""
     return load_model("alexnet", "random")
+
+
+@pytest.fixture(scope="session")
+def golden_dir(request: pytest.FixtureRequest) -> Path:
+    """The goldens of the project under test: fixtures/golden below pytest's rootdir."""
+    from perfsuite.golden import project_golden_dir
+
+    return project_golden_dir(request.config.rootpath)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +65,23 @@ def broken_images(tmp_path_factory) -> dict[str, Path]:
         result[name] = folder / name
     result["missing.jpg"] = folder / "missing.jpg"
     return result
+
+
+@pytest.fixture(scope="session")
+def hostile_images(tmp_path_factory) -> dict[str, Path]:
+    """Files that must be refused without being read (or waited on): a sparse 100 GB file that starts like
+    a JPEG, a FIFO, a symlink loop, a dangling symlink, a 10000 x 10000 PNG, a float TIFF with a NaN."""
+    folder = tmp_path_factory.mktemp("hostile_images")
+    dog = (Path(__file__).resolve().parent.parent / "fixtures" / "dog.jpg").read_bytes()
+    sparse = folder / "sparse-100GB.jpg"
+    sparse.write_bytes(dog[:4096])
+    os.truncate(sparse, 100 * 2**30)  # sparse: no disk space used
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop-back.jpg")
+    (folder / "loop-back.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "dangling.jpg").symlink_to(folder / "nowhere.jpg")
+    Image.new("L", (10_000, 10_000)).save(folder / "10000x10000.png")
+    pixels = np.linspace(0, 1, 30 * 20, dtype=np.float32).reshape(20, 30)
+    pixels[3, 4] = np.nan
+    Image.fromarray(pixels, mode="F").save(folder / "nan.tif")
+    return {path.name: path for path in folder.iterdir()}

@@ -12,7 +12,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +24,8 @@ import torch
 from perfsuite import environment
 from perfsuite.backends import backend_names
 from perfsuite.cli import main
-from perfsuite.config import PRECISIONS
+from perfsuite.config import PRECISIONS, find_pyproject, split_names
 from perfsuite.golden import (
-    GOLDEN_DIR,
     GoldenError,
     GoldenMissing,
     check_reference,
@@ -36,21 +39,19 @@ from perfsuite.golden import (
 from perfsuite.plugin import PARITY_BATCH, Case
 from perfsuite.tolerances import merge_overrides, parse_tolerance_options, tolerance_for
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "golden_case" in metafunc.fixturenames:
         config = metafunc.config
-        backends = _split(config.getoption("--backends")) or backend_names()
-        precisions = _split(config.getoption("--precisions")) or PRECISIONS
+        backends = split_names(config.getoption("--backends"), "--backends") or backend_names()
+        precisions = split_names(config.getoption("--precisions"), "--precisions") or PRECISIONS
         cases = [Case(b, p, PARITY_BATCH) for b in backends for p in precisions]
         # torch.compile rows compile for minutes on a GPU: opt-in with -m slow (CI runs them on the CPU)
         metafunc.parametrize("golden_case", [
             pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.backend.startswith("compile") else [])
             for c in cases])
-
-
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
 def _overrides(request: pytest.FixtureRequest, suite_options) -> dict:
@@ -60,9 +61,9 @@ def _overrides(request: pytest.FixtureRequest, suite_options) -> dict:
 
 
 @pytest.fixture(scope="module")
-def golden(loaded_model, suite_options):
+def golden(loaded_model, suite_options, golden_dir):
     try:
-        golden = find_golden(loaded_model, suite_options.transform)
+        golden = find_golden(loaded_model, suite_options.transform, golden_dir)
     except GoldenMissing as exc:
         pytest.fail(str(exc), pytrace=False)
     return golden
@@ -71,14 +72,14 @@ def golden(loaded_model, suite_options):
 # -- the committed goldens ------------------------------------------------------------------------
 
 
-def test_goldens_of_the_default_model_are_committed(loaded_model):
+def test_goldens_of_the_default_model_are_committed(loaded_model, golden_dir):
     """Both transforms for alexnet with the deterministic offline weights."""
     from perfsuite.models import load_model
 
     model = loaded_model if (loaded_model.name, loaded_model.weights) == ("alexnet", "random") \
         else load_model("alexnet", "random")
     for transform in ("report", "eval"):
-        golden = load_golden(golden_path("alexnet", model.fingerprint, transform))
+        golden = load_golden(golden_path("alexnet", model.fingerprint, transform, golden_dir))
         assert golden.fingerprint == model.fingerprint and golden.weights == "random"
         assert golden.logits.shape == (2, 1000) and golden.image_names == ("dog.jpg", "cat.jpg")
         assert golden.layers[0].name == "input" and golden.layers[-1].name == "classifier.6"
@@ -160,11 +161,19 @@ def _tamper(path, edit) -> None:
     (lambda d: d["logits"].update(base64=base64.b64encode(
         bytes(len(base64.b64decode(d["logits"]["base64"])))).decode()), "sha256 mismatch"),
     (lambda d: d["logits"].update(base64="not base64!"), "base64 data is corrupt"),
-    (lambda d: d["logits"].update(dtype="object"), "dtype 'object' is not allowed"),
+    (lambda d: d["logits"].update(dtype="object"), "field logits.dtype: 'object' is not one of"),
     (lambda d: d["logits"].update(shape=[3, 1000]), "bytes where shape [3, 1000]"),
-    (lambda d: d.update(format_version=99), "format version 99"),
-    (lambda d: d.pop("recorded_at"), "field 'recorded_at' is missing"),
+    (lambda d: d.update(format_version=99), "format version 99; this perfsuite reads format versions 1, 2"),
+    (lambda d: d.pop("recorded_at"), "'recorded_at' is a required property"),
     (lambda d: d["layers"][3]["sketch"].update(sha256="0" * 64), "layer features.2 sketch: sha256 mismatch"),
+    # issue 9 #7: the norms had no checksum, #4: a wrong-typed norm was a traceback, #9: "1" was called "1"
+    (lambda d: d["layers"][3]["norms"].__setitem__(0, d["layers"][3]["norms"][0] * 1.5), "content sha256 mismatch"),
+    (lambda d: d["layers"][3].update(norms=["big"]), "field layers[3].norms[0]: 'big' is not of type 'number'"),
+    (lambda d: d.update(format_version="2"), "field format_version: '2' is a str, not a number"),
+    (lambda d: d.pop("content_sha256"), "'content_sha256' is a required property"),
+    (lambda d: d["images"][0].update(name="../../../etc/passwd"), "images[0].name '../../../etc/passwd' is not a "
+                                                                  "plain file name"),
+    (lambda d: d["images"][1].update(name="/etc/passwd"), "images[1].name '/etc/passwd' is not a plain file name"),
 ])
 def test_tampered_golden_is_refused(tmp_path, fresh, edit, message):
     path = save_golden(fresh, tmp_path)
@@ -172,6 +181,26 @@ def test_tampered_golden_is_refused(tmp_path, fresh, edit, message):
     with pytest.raises(GoldenError, match=r"golden .*report\.json") as info:
         load_golden(path)
     assert message in str(info.value)
+
+
+def test_format_1_goldens_are_still_read_and_say_what_is_not_covered(tmp_path, fresh):
+    """A golden written before the content checksum (format 1) is read, its arrays verified; the report
+    says that its norms and metadata are not covered."""
+    path = save_golden(fresh, tmp_path)
+    _tamper(path, lambda d: (d.update(format_version=1), d.pop("content_sha256")))
+    golden = load_golden(path)
+    assert not golden.content_verified and torch.equal(golden.logits, fresh.logits)
+    assert "format 1: only its arrays are checksummed" in golden.describe()
+    assert load_golden(save_golden(golden, tmp_path)).content_verified  # saving writes format 2
+    _tamper(path, lambda d: (d.update(format_version=1), d.pop("content_sha256"),
+                             d["logits"].update(sha256="0" * 64)))
+    with pytest.raises(GoldenError, match="logits: sha256 mismatch"):
+        load_golden(path)
+
+
+def test_committed_goldens_carry_the_content_checksum(golden_dir):
+    paths = sorted(golden_dir.glob("*/*/*.json"))
+    assert paths and all(load_golden(p).content_verified for p in paths)
 
 
 def test_unreadable_files_are_refused_without_unpickling(tmp_path, fresh):
@@ -195,10 +224,10 @@ def test_refuses_to_record_nan(tmp_path, fresh):
         save_golden(broken, tmp_path)
 
 
-def test_other_weights_fail_clearly(loaded_model, suite_options):
+def test_other_weights_fail_clearly(loaded_model, suite_options, golden_dir):
     other = dataclasses.replace(loaded_model, fingerprint="f" * 64)
     with pytest.raises(GoldenMissing) as info:
-        find_golden(other, suite_options.transform)
+        find_golden(other, suite_options.transform, golden_dir)
     message = str(info.value)
     assert f"weights fingerprint {'f' * 12}" in message
     assert f"goldens recorded for it: {loaded_model.fingerprint[:12]}" in message
@@ -256,5 +285,37 @@ def test_record_refuses_another_device(capsys):
     assert "goldens are recorded on the CPU" in capsys.readouterr().err
 
 
-def test_golden_dir_is_in_the_package_fixtures():
-    assert GOLDEN_DIR.parent.name == "fixtures" and (GOLDEN_DIR / "alexnet").is_dir()
+def _perfsuite_in(folder, *args: str) -> subprocess.CompletedProcess:
+    """The command line run from ``folder``, with this checkout's package on the path (as an editable
+    install of it would be)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "perfsuite", *args], capture_output=True, text=True, cwd=folder,
+                          env=env, timeout=600)
+
+
+def test_goldens_belong_to_the_project_run_from_not_the_install(tmp_path):
+    """issue 9 #7: from another project, golden check finds no golden there (before: it read this
+    checkout's), and golden record writes into that project, never into this checkout."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'other'\n")
+    mine = sorted(p.stat().st_mtime_ns for p in (ROOT / "fixtures" / "golden").rglob("*.json"))
+    check = _perfsuite_in(tmp_path, "golden", "check", "--weights", "random", "--device", "cpu", "--backends",
+                          "eager", "--precisions", "fp32")
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert f"under {tmp_path / 'fixtures' / 'golden'}" in check.stderr and "Traceback" not in check.stderr
+    record = _perfsuite_in(tmp_path, "golden", "record", "--weights", "random")
+    assert record.returncode == 0, record.stderr
+    assert len(list((tmp_path / "fixtures" / "golden" / "alexnet").glob("*/report.json"))) == 1
+    assert sorted(p.stat().st_mtime_ns for p in (ROOT / "fixtures" / "golden").rglob("*.json")) == mine
+    nowhere = tmp_path / "sub"
+    nowhere.mkdir()
+    (tmp_path / "pyproject.toml").unlink()
+    if find_pyproject(nowhere) is None:  # no pyproject.toml above the temporary folder either
+        result = _perfsuite_in(nowhere, "golden", "check", "--weights", "random")
+        assert result.returncode == 2 and "no pyproject.toml" in result.stderr and "--golden-dir" in result.stderr
+
+
+def test_check_json_onto_a_folder_is_refused_before_the_work(tmp_path, capsys):
+    """issue 9 #8: --json onto a folder was an IsADirectoryError after the whole check."""
+    assert main(["golden", "check", "--weights", "random", "--device", "cpu", "--json", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert f"--json {tmp_path}: is a folder" in captured.err and "backends on" not in captured.out

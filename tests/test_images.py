@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision import transforms
 
 from perfsuite.images import (
@@ -17,7 +20,9 @@ from perfsuite.images import (
     fixture_paths,
     load_batch,
     load_image,
+    orientation_note,
     preprocess,
+    read_image_file,
     tile_batch,
 )
 
@@ -99,3 +104,79 @@ def test_broken_images_are_refused_by_name(broken_images, name, message):
 def test_directory_is_refused(tmp_path):
     with pytest.raises(ImageError, match="directory"):
         load_image(tmp_path)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("sparse-100GB.jpg", "the file is 100.0 GiB, more than the 1 GiB"),  # was a MemoryError
+    ("fifo.jpg", "is a FIFO (named pipe), not a regular file"),  # was "file is empty (0 bytes)"
+    ("loop.jpg", "a symlink loop"),  # was "file does not exist"
+    ("dangling.jpg", "a symlink to"),
+    ("10000x10000.png", "10000x10000 is 100,000,000 pixels, more than the 89,478,485"),  # was PIL's bare warning
+    ("nan.tif", "1 of 600 float pixels are NaN or infinite"),  # was classified silently
+])
+def test_hostile_files_are_refused_by_name_without_being_read(hostile_images, name, message):
+    """issue 9 #6. Each is refused with its name and what is wrong, with no Pillow warning of its own
+    and without the file's bytes being allocated (the 100 GB file was allocated whole before)."""
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a DecompressionBombWarning would fail here
+            with pytest.raises(ImageError) as info:
+                load_image(hostile_images[name])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"image {hostile_images[name]}: {message}" in str(info.value)
+    assert peak < 64 * 2**20  # the 10000 x 10000 image would take 100 MB decoded
+
+
+def test_a_large_non_image_is_refused_from_its_size_without_reading_it(tmp_path):
+    """A 2 GB file that is not an image: 33 s and 5.4 GB of memory before it was refused."""
+    path = tmp_path / "two-gigabytes.jpg"
+    path.write_bytes(b"not an image at all")
+    os.truncate(path, 2 * 2**30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=f"image {path}: the file is 2.0 GiB"):
+            read_image_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_a_small_non_image_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_bytes(b"\x00" * 1000)
+    with pytest.raises(ImageError, match="not an image format PIL can read"):
+        read_image_file(path)
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_exif_orientation_is_applied_and_recorded(tmp_path, orientation):
+    """issue 9 #6: the orientation was ignored silently by both transforms; the decoder now applies it
+    (ImageOps.exif_transpose) before either transform and says so."""
+    stored = Image.fromarray(np.random.RandomState(orientation).randint(0, 256, (30, 40, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"orientation-{orientation}.png"  # PNG: lossless, so pixels compare exactly
+    stored.save(path, exif=exif)
+    image = load_image(path)
+    expected = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    assert image.size == expected.size == ((30, 40) if orientation >= 5 else (40, 30))
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+    assert not np.array_equal(np.asarray(image.resize((40, 30))), np.asarray(stored))  # it really moved
+    assert image.info["exif_orientation"] == orientation
+    assert orientation_note(image).startswith(f"EXIF orientation {orientation}: ")
+
+
+def test_upright_images_are_left_alone():
+    dog, cat = (load_image(path) for path in fixture_paths())
+    assert orientation_note(dog) is None and orientation_note(cat) is None
+    assert np.array_equal(np.asarray(dog), np.asarray(Image.open(fixture_paths()[0]).convert("RGB")))
+
+
+def test_finite_float_images_are_still_read(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30), mode="F").save(path)
+    assert np.asarray(load_image(path)).max() == 255

@@ -143,7 +143,8 @@ def test_pretrained_unreachable_names_the_cache_and_offline_choices(empty_hub, m
 
 def test_weights_choice_order(monkeypatch):
     monkeypatch.setenv("PERFSUITE_WEIGHTS", "random")
-    assert resolve_weights_choice(None) == "random"
-    assert resolve_weights_choice("pretrained") == "pretrained"
+    assert resolve_weights_choice(None) == ("random", "$PERFSUITE_WEIGHTS")
+    assert resolve_weights_choice("pretrained") == ("pretrained", "--weights")
     monkeypatch.delenv("PERFSUITE_WEIGHTS")
-    assert resolve_weights_choice(None, "auto") == "auto"
+    assert resolve_weights_choice(None, "auto", "pyproject.toml [tool.perfsuite] weights") == (
+        "auto", "pyproject.toml [tool.perfsuite] weights")

@@ -98,3 +98,101 @@ def test_cli_writes_only_tables_for_docs(tmp_path, capsys):
     assert (tmp_path / "cpu.md").read_text().startswith("# CPU results")
     assert main(["report", str(tmp_path / "missing.json"), "--output", str(tmp_path)]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def _edited_example(tmp_path, edit, name="edited.json"):
+    """The example run, edited as a run saved another way (autosave, contended, one round) would be."""
+    data = json.loads(EXAMPLE.read_text())
+    for bench in data["benchmarks"]:
+        edit(bench)
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return load_run(path)
+
+
+def test_runs_saved_without_rounds_get_boxes_from_their_stats(tmp_path):
+    """issue 9 #11: ``--benchmark-autosave`` keeps no rounds; the chart drew a median tick only, though
+    the stats hold min, q1, q3 and max."""
+    from perfsuite.report import _box
+
+    run = _edited_example(tmp_path, lambda bench: bench["stats"].pop("data"))
+    for row in (r for r in collect_rows([run]) if r.kind == "latency"):
+        stats = run.benchmarks[row.key].stats
+        assert row.samples is None and row.box == {k: stats[k] for k in ("min", "q1", "q3", "max")}
+        box = _box(row, False)
+        assert (box["whislo"], box["q1"], box["med"], box["q3"], box["whishi"]) == pytest.approx(
+            tuple(stats[k] * 1e3 for k in ("min", "q1", "median", "q3", "max")))
+        assert box["q1"] < box["q3"] and box["label"].endswith("from saved stats")
+    assert "latency_distribution.png" in {p.name for p in write_report([run], tmp_path / "out")}
+
+
+def test_memory_series_stay_distinguishable_when_their_values_are_equal():
+    """issue 9 #11: memory.png drew equal series on top of each other, so one hid the other."""
+    from matplotlib.figure import Figure
+
+    from perfsuite.report import _plot_series
+
+    rows = [row for row in collect_rows([load_run(EXAMPLE)]) if row.kind == "latency"]
+    series = {f"series {i}": rows[:2] for i in range(12)}  # twelve series with identical values
+    ax = Figure().subplots()
+    _plot_series(ax, series, lambda r: 100.0)
+    lines = ax.get_lines()
+    styles = {(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines}
+    assert len(styles) == len(lines) == 12
+    assert len({tuple(line.get_xdata()) for line in lines}) == 12  # nudged sideways apart
+
+
+def test_log_axis_labels_are_plain_numbers():
+    """issue 9 #11: the throughput axis read 6×10^1."""
+    from matplotlib.figure import Figure
+
+    from perfsuite.report import _plain_log_axis
+
+    figure = Figure()
+    ax = figure.subplots()
+    ax.plot([1, 8], [31.5, 174])  # the example run's images/s
+    ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
+    figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels(which="both") if t.get_text()]
+    assert {"50", "100"} <= set(labels) and not any("10^" in t or "times" in t or "×" in t for t in labels)
+
+
+def test_summary_flags_cpu_contention_and_shows_no_iqr_for_one_round(tmp_path, capsys):
+    """issue 9 #11: a row measured while other processes used 35% of the CPU was not flagged, and a
+    one-round row showed an IQR of "0 µs"."""
+    def edit(bench):
+        if bench["name"] == "test_latency[eager-fp32-b8]":
+            bench["extra_info"]["host_telemetry"]["other_cpu_fraction"] = 0.35
+        if bench["name"] == "test_cold_start[eager-fp32-b1]":
+            bench["stats"].update(rounds=1, iqr=0.0, stddev=0.0, data=bench["stats"]["data"][:1])
+
+    run = _edited_example(tmp_path, edit)
+    text = render_markdown([run])
+    contended = next(line for line in text.splitlines() if line.startswith("| eager | fp32 | 8 |"))
+    assert contended.endswith("| CPU contended (other processes used up to 35% of the CPU) |")
+    assert "CPU contended" not in next(line for line in text.splitlines() if line.startswith("| eager | fp32 | 1 |"))
+    assert "CPU contended" not in render_markdown([run], host_contention=0.5)  # [tool.perfsuite.gate] host_contention
+    one_round = next(line for line in text.splitlines() if line.startswith("| test_cold_start[eager-fp32-b1] |"))
+    assert one_round.split(" | ")[5] == "-" and "0 µs" not in one_round
+
+
+def test_zero_benchmarks_are_an_error_not_an_empty_report(tmp_path, capsys):
+    """issue 9 #5: runs without a single benchmark gave an empty report and exit 0."""
+    data = json.loads(EXAMPLE.read_text())
+    data["benchmarks"] = []
+    path = tmp_path / "nothing.json"
+    path.write_text(json.dumps(data))
+    assert main(["report", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"no benchmark results in {path}" in err and "skipped or failed, e.g. " in err
+    assert not list((tmp_path / "out").glob("*"))
+
+
+def test_variants_of_a_case_are_separate_series(tmp_path):
+    def edit(bench):
+        bench["name"] = bench["name"].replace("eager-fp32-b8]", "eager-fp32-b8-cudnn-benchmark]")
+
+    rows = collect_rows([_edited_example(tmp_path, edit)])
+    assert {r.series for r in rows if r.kind == "latency"} == {
+        "eager fp32", "eager fp32 (cudnn-benchmark)", "onnxruntime fp32"}

@@ -33,8 +33,8 @@ def model(loaded_model) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def golden(model):
-    return find_golden(model, "report")
+def golden(model, golden_dir):
+    return find_golden(model, "report", golden_dir)
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +87,10 @@ def test_rounding_level_weight_perturbation_passes(perturbed, golden, inputs):
     assert any(c.startswith("weights fingerprint") for c in comparison.changes)
 
 
-def test_perturbed_weights_have_no_golden_of_their_own(perturbed):
+def test_perturbed_weights_have_no_golden_of_their_own(perturbed, golden_dir):
     """A golden is found by fingerprint only: even rounding-level edits fail clearly, not silently."""
     with pytest.raises(GoldenMissing, match=f"weights fingerprint {perturbed.fingerprint[:12]}"):
-        find_golden(perturbed, "report")
+        find_golden(perturbed, "report", golden_dir)
 
 
 @pytest.mark.parametrize("layer", ["features.0", "features.3", "classifier.6"])

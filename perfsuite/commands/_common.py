@@ -1,22 +1,28 @@
-"""Options several subcommands share (model, weights, device, backend, precision)."""
+"""What several subcommands share: model, weights, device, backend and precision options, loading
+the model, and checking output paths before any work is done."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
+from pathlib import Path
 
 from perfsuite.backends import backend_names
-from perfsuite.config import PRECISIONS, load_suite_config
+from perfsuite.config import PRECISIONS
+from perfsuite.errors import InputError
 from perfsuite.images import TRANSFORMS
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    suite = load_suite_config()
-    parser.add_argument("--model", default=suite.model, help=f"torchvision model (default: {suite.model})")
+    # Defaults are resolved when the command runs, not here: building the parser (and so --help and
+    # --version) must not read pyproject.toml, which may be the very thing that is broken.
+    parser.add_argument("--model", default=None, help="torchvision model (default: [tool.perfsuite] model, "
+                                                      "else alexnet)")
     parser.add_argument("--weights", default=None,
-                        help="auto | pretrained | random | PATH (default: $PERFSUITE_WEIGHTS or "
-                             f"{suite.weights})")
+                        help="auto | pretrained | random | PATH (default: $PERFSUITE_WEIGHTS, else "
+                             "[tool.perfsuite] weights, else auto)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--transform", default="report", choices=TRANSFORMS,
                         help="preprocessing (default: report)")
@@ -27,14 +33,82 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default: fp32")
 
 
-def load_model_reporting_warnings(model_name: str, weights: str | None):
-    """``load_model`` with ``--weights``/``$PERFSUITE_WEIGHTS``; its warnings (e.g. the fallback to random
-    weights) go to stderr as one line each."""
-    from perfsuite.models import load_model, resolve_weights_choice
+def model_choice(model: str | None, weights: str | None) -> tuple[str, str, str, str]:
+    """(model name, where it came from, weights choice, where it came from): the options, else
+    ``$PERFSUITE_WEIGHTS`` (weights), else ``[tool.perfsuite]``, else the built-in defaults."""
+    from perfsuite.config import load_suite_config
+    from perfsuite.models import resolve_weights_choice
 
+    suite = load_suite_config()
+    weights_choice, weights_origin = resolve_weights_choice(weights, suite.weights, suite.source("weights"))
+    return (model or suite.model, "--model" if model else suite.source("model"), weights_choice, weights_origin)
+
+
+def load_model_reporting_warnings(model_name: str | None, weights: str | None):
+    """``load_model`` with ``--model``/``--weights`` and their defaults (see :func:`model_choice`); its
+    warnings (e.g. the fallback to random weights) go to stderr as one line each."""
+    from perfsuite.models import load_model
+
+    name, name_origin, choice, weights_origin = model_choice(model_name, weights)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(model_name, resolve_weights_choice(weights))
+        model = load_model(name, choice, name_origin=name_origin, weights_origin=weights_origin)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return model
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_file(value: str | Path, option: str) -> Path:
+    """The path of a file a command will write, checked before the work starts: not empty, not a
+    folder, and below a folder that exists or can be created, and that this user may write."""
+    if not str(value):
+        raise InputError(f"{option}: the path is empty (an unset variable?)")
+    path = Path(value).absolute()
+    if path.is_dir():
+        raise InputError(f"{option} {value}: is a folder; give a file name")
+    _check_parent(path.parent, value, option)
+    return Path(value)
+
+
+def check_output_folder(value: str | Path, option: str) -> Path:
+    """A folder a command will write files into, made now (with its parents), before the work starts."""
+    if not str(value):
+        raise InputError(f"{option}: the path is empty (an unset variable?)")
+    path = Path(value).absolute()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {value}: is a file, not a folder")
+    _check_parent(path, value, option)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{option} {value}: cannot be made ({exc.strerror or exc})") from exc
+    return Path(value)
+
+
+def _check_parent(folder: Path, value: str | Path, option: str) -> None:
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise InputError(f"{option} {value}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {value}: {existing} is not writable")
+
+
+def write_output(path: Path, option: str, text: str, append: bool = False) -> None:
+    """Write (atomically) or append ``text``; a failure (disk full, permissions changed) names the option."""
+    from perfsuite.results import write_text_atomic
+
+    try:
+        if append:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as handle:
+                handle.write(text)
+        else:
+            write_text_atomic(path, text)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from exc

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from perfsuite.commands._common import check_output_file, write_output
 from perfsuite.commands._gate import add_settings_options, add_storage_option, settings_from_args
 
 
@@ -44,17 +44,18 @@ def run(args: argparse.Namespace) -> int:
     from perfsuite.gate.runs import load_side
     from perfsuite.gate.tables import render_result
     from perfsuite.gate.verdict import compare_runs
-    from perfsuite.results import write_json_atomic
 
+    # Output paths are checked before the work, and written before stdout (which may be a closed pipe).
+    summary = check_output_file(args.summary, "--summary") if args.summary is not None else None
+    json_file = check_output_file(args.json, "--json") if args.json is not None else None
     settings = settings_from_args(args)
     baseline = load_side(args.baseline, args.storage, "BASELINE")
     new = load_side(args.new, args.storage, "NEW")
     result = compare_runs(baseline, new, settings, allow_hardware_mismatch=args.allow_hardware_mismatch,
                           allow_config_mismatch=args.allow_config_mismatch)
+    if summary is not None:
+        write_output(summary, "--summary", render_result(result, markdown=True) + "\n", append=True)
+    if json_file is not None:
+        write_output(json_file, "--json", json.dumps(result.as_dict(), default=str, indent=2, sort_keys=True))
     print(render_result(result, markdown=args.format == "markdown"), end="")
-    if args.summary:
-        with open(args.summary, "a") as handle:
-            handle.write(render_result(result, markdown=True) + "\n")
-    if args.json:
-        write_json_atomic(Path(args.json), json.loads(json.dumps(result.as_dict(), default=str)))
     return result.exit_code

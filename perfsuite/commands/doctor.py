@@ -3,16 +3,19 @@
 By default each backend's own static checks answer (installed packages, device and dtype support);
 ``--build`` goes further and builds and loads every runnable combination, so what only a real
 attempt shows (ONNX Runtime's CPU provider has no bf16 convolution, TensorRT-RTX's runtime refuses
-an H100's compute capability) appears too.
+an H100's compute capability) appears too. Without ``--build`` a combination that passes the checks
+is "not tried", never "ok": only a real attempt can say it runs. In ``--json`` each row's ``runs`` is
+true (built and loaded), false (cannot run; ``reason`` says why) or null (not tried).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
-from perfsuite.commands._common import add_model_options
+from perfsuite.commands._common import add_model_options, load_model_reporting_warnings
+
+NOT_TRIED = "not tried (static checks pass; --build tries it)"
 
 
 def register(subparsers) -> None:
@@ -28,22 +31,19 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from perfsuite.backends import RunSpec, backend_names, get_runner_class
-    from perfsuite.config import PRECISIONS
+    from perfsuite.config import PRECISIONS, split_names
     from perfsuite.environment import machine_summary, resolve_device
     from perfsuite.errors import BackendUnavailable
-    from perfsuite.models import load_model, resolve_weights_choice
 
     device = resolve_device(args.device)
+    names = split_names(args.backends, "--backends") or backend_names()
+    runner_classes = {name: get_runner_class(name) for name in names}  # unknown names: a clear error first
     summary = machine_summary(device)
     model = None
     if args.build:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = load_model(args.model, resolve_weights_choice(args.weights))
+        model = load_model_reporting_warnings(args.model, args.weights)
     table = []
-    names = [n.strip() for n in args.backends.split(",")] if args.backends else backend_names()
-    for name in names:
-        runner_class = get_runner_class(name)
+    for name, runner_class in runner_classes.items():
         for precision in PRECISIONS:
             spec = RunSpec(precision, 1, device)
             reason = runner_class.unavailable_reason(spec)
@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
                     reason = str(exc)
                 finally:
                     runner.release()
-            table.append({"backend": name, "precision": precision, "device": device,
-                          "runs": reason is None, "reason": reason, **facts})
+            # "runs": True only after a real build and load; without --build, passing the static checks
+            # says nothing about what only an attempt shows (None: not tried).
+            runs = False if reason else (True if model is not None else None)
+            table.append({"backend": name, "precision": precision, "device": device, "runs": runs,
+                          "reason": reason, **facts})
     if args.json:
         print(json.dumps({"machine": summary, "backends": table}, indent=2, default=str))
         return 0
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nbackends on {device}" + (" (built and loaded)" if args.build else
                                        " (installed packages and devices only; --build to build and load each)"))
     for row in table:
-        state = "ok" if row["runs"] else f"cannot run: {row['reason']}"
+        state = {True: "ok (built and loaded)", None: NOT_TRIED}.get(row["runs"], f"cannot run: {row['reason']}")
         print(f"  {row['backend']:<36} {row['precision']:<5} {state}")
         facts = {k: row[k] for k in ("engine_bytes", "conversion_s", "build_s", "load_s", "engine_device_memory_bytes")
                  if row.get(k) is not None}

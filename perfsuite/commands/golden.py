@@ -1,7 +1,9 @@
 """``perfsuite golden record|check``: pin the reference outputs, and check every backend against them.
 
 ``record``  runs eager fp32 on the CPU over the fixture images and stores the logits with their
-            provenance under ``fixtures/golden/``. Replacing an existing golden needs
+            provenance under the project's ``fixtures/golden/`` (the project: the folder of the nearest
+            pyproject.toml at or above the working directory; ``--golden-dir`` to choose). Replacing an
+            existing golden needs
             ``--overwrite``; either way it prints what changed against the previous one.
 ``check``   loads the golden of the model's weights fingerprint (failing clearly when there is
             none), checks that the reference itself has not moved, then runs every available
@@ -17,7 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from perfsuite.commands._common import add_model_options, load_model_reporting_warnings
+from perfsuite.commands._common import (
+    add_model_options,
+    check_output_file,
+    check_output_folder,
+    load_model_reporting_warnings,
+    write_output,
+)
 from perfsuite.config import split_names
 
 
@@ -40,14 +48,14 @@ def register(subparsers) -> None:
     check.add_argument("--tolerance", action="append", default=[], metavar="PRECISION:KEY=VALUE[,...]",
                        help="override a tolerance, e.g. fp16:rel=0.02,min_cosine=0.9995 (repeatable; wins over "
                             "[tool.perfsuite.tolerances])")
-    check.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    check.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     check.set_defaults(func=run_check)
 
 
 def _add_golden_dir(parser: argparse.ArgumentParser) -> None:
-    from perfsuite.golden import GOLDEN_DIR
-
-    parser.add_argument("--golden-dir", type=Path, default=GOLDEN_DIR, help=f"default: {GOLDEN_DIR}")
+    parser.add_argument("--golden-dir", type=Path, default=None,
+                        help="default: fixtures/golden in the project (the folder of the nearest pyproject.toml at "
+                             "or above the working directory)")
 
 
 def run_record(args: argparse.Namespace) -> int:
@@ -58,6 +66,7 @@ def run_record(args: argparse.Namespace) -> int:
         golden_inputs,
         golden_path,
         load_golden,
+        project_golden_dir,
         record_golden,
         recorded_goldens,
         save_golden,
@@ -67,9 +76,10 @@ def run_record(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu"):
         raise InputError(f"--device {args.device}: goldens are recorded on the CPU by definition (eager fp32 "
                          "there has no TF32); check other devices with 'perfsuite golden check'")
+    golden_dir = check_output_folder(args.golden_dir or project_golden_dir(), "--golden-dir")
     model = load_model_reporting_warnings(args.model, args.weights)
     new = record_golden(model, golden_inputs(args.transform))
-    path = golden_path(model.name, model.fingerprint, args.transform, args.golden_dir)
+    path = golden_path(model.name, model.fingerprint, args.transform, golden_dir)
     print(f"recorded now: {new.describe()}")
     existed = path.exists()
     if existed:
@@ -90,25 +100,29 @@ def run_record(args: argparse.Namespace) -> int:
                   "file with a note on why the reference moved.", file=sys.stderr)
             return 1
     else:
-        others = recorded_goldens(model.name, args.golden_dir)
+        others = recorded_goldens(model.name, golden_dir)
         if others:
             print("other goldens of this model (kept):\n" + "\n".join(f"  {line}" for line in others))
-    saved = save_golden(new, args.golden_dir)
+    saved = save_golden(new, golden_dir)
     print(f"{'replaced' if existed else 'wrote'} {saved}")
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from perfsuite.results import write_json_atomic
+    import json
 
-    document = check_against_golden(args.model, args.weights, args.transform, args.golden_dir, args.device,
-                                    split_names(args.backends), split_names(args.precisions), args.tolerance)
-    if args.json:
-        write_json_atomic(args.json, document)
+    from perfsuite.golden import project_golden_dir
+
+    output = check_output_file(args.json, "--json") if args.json is not None else None
+    document = check_against_golden(args.model, args.weights, args.transform, args.golden_dir or project_golden_dir(),
+                                    args.device, split_names(args.backends, "--backends"),
+                                    split_names(args.precisions, "--precisions"), args.tolerance)
+    if output is not None:
+        write_output(output, "--json", json.dumps(document, indent=2, sort_keys=True))
     return 1 if document["counts"]["failed"] else 0
 
 
-def check_against_golden(model_name: str, weights: str | None, transform: str, golden_dir: Path,
+def check_against_golden(model_name: str | None, weights: str | None, transform: str, golden_dir: Path,
                          device: str = "auto", backends: Sequence[str] = (), precisions: Sequence[str] = (),
                          tolerance_options: Sequence[str] = (),
                          log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 
 from perfsuite.commands._common import add_backend_options, add_model_options, load_model_reporting_warnings
 from perfsuite.errors import BackendUnavailable
-from perfsuite.images import ImageError, build_transform, load_image
+from perfsuite.images import ImageError, build_transform, load_image, orientation_note
 
 WARM_RUNS = 10
 
@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{path} ({image.width}x{image.height}): inference first {cold * 1e3:.2f} ms, "
               f"warm median {warm.median_s * 1e3:.2f} ms of {len(warm.samples)} rounds of "
               f"{warm.timing['calls_per_round']} call(s) (synchronized)")
+        note = orientation_note(image)
+        if note:
+            print(f"  {note}")
         for rank, (p, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
             name = model.categories[index] if index < len(model.categories) else f"class {index}"
             print(f"  {rank}. {name:<30} {p:7.2%}  (index {index})")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from perfsuite.commands._common import check_output_file, check_output_folder, write_output
 from perfsuite.commands._gate import add_storage_option
+from perfsuite.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -27,15 +29,21 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from perfsuite.config import load_suite_config
     from perfsuite.gate.runs import load_side
+    from perfsuite.gate.settings import settings_from_config
     from perfsuite.report import write_report
 
+    output = check_output_folder(args.output, "--output")
+    summary = check_output_file(args.summary, "--summary") if args.summary is not None else None
     runs = load_side(args.results, args.storage, "RESULTS")
-    written = write_report(runs, args.output, args.title, charts=not args.no_charts,
-                           markdown_name=args.markdown_name)
+    try:
+        written = write_report(runs, output, args.title, charts=not args.no_charts, markdown_name=args.markdown_name,
+                               host_contention=settings_from_config(load_suite_config()).host_contention)
+    except OSError as exc:
+        raise InputError(f"--output {output}: cannot write ({exc.strerror or exc})") from exc
+    if summary is not None:
+        write_output(summary, "--summary", written[-1].read_text() + "\n", append=True)
     for path in written:
         print(path)
-    if args.summary:
-        with open(args.summary, "a") as handle:
-            handle.write(written[-1].read_text() + "\n")
     return 0

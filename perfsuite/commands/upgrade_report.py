@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from perfsuite.commands._common import check_output_file, write_output
 from perfsuite.commands._gate import add_settings_options, add_storage_option, settings_from_args
 from perfsuite.config import split_names
 
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
                                    description=__doc__.split("\n\n")[1])
     parser.add_argument("old", metavar="OLD", help="runs before the upgrade (paths, folder, 'glob', storage ids)")
     parser.add_argument("new", metavar="NEW", help="runs after the upgrade, same forms")
-    parser.add_argument("--output", metavar="FILE", type=Path, help="write the page to FILE (default: stdout)")
+    parser.add_argument("--output", metavar="FILE", help="write the page to FILE (default: stdout)")
     parser.add_argument("--title", default="Upgrade report", help="the page's heading")
     add_storage_option(parser)
     parser.add_argument("--allow-hardware-mismatch", action="store_true",
@@ -38,7 +39,8 @@ def register(subparsers) -> None:
                                                                  "says it was not checked)")
     golden.add_argument("--golden-backends", help="comma-separated (default: the backends of NEW's latency rows)")
     golden.add_argument("--golden-precisions", help="comma-separated (default: the precisions of NEW's rows)")
-    golden.add_argument("--golden-dir", type=Path, default=None, help="default: fixtures/golden")
+    golden.add_argument("--golden-dir", type=Path, default=None,
+                        help="default: fixtures/golden in the project (as for golden check)")
     golden.add_argument("--tolerance", action="append", default=[], metavar="PRECISION:KEY=VALUE[,...]",
                         help="tolerance override for the golden check, as 'golden check --tolerance' (repeatable)")
     add_settings_options(parser)
@@ -48,16 +50,16 @@ def register(subparsers) -> None:
 def _check_here(args: argparse.Namespace, new_runs):
     from perfsuite.commands.golden import check_against_golden
     from perfsuite.errors import InputError
-    from perfsuite.golden import GOLDEN_DIR
+    from perfsuite.golden import project_golden_dir
     from perfsuite.upgrade import GoldenParity, golden_check_options
 
     options = golden_check_options(new_runs)
-    options["backends"] = split_names(args.golden_backends) or options["backends"]
-    options["precisions"] = split_names(args.golden_precisions) or options["precisions"]
+    options["backends"] = split_names(args.golden_backends, "--golden-backends") or options["backends"]
+    options["precisions"] = split_names(args.golden_precisions, "--golden-precisions") or options["precisions"]
     print(f"perfsuite upgrade-report: checking {', '.join(options['backends'])} x "
           f"{', '.join(options['precisions'])} on {options['device']} against the golden", file=sys.stderr)
     try:
-        document = check_against_golden(**options, golden_dir=args.golden_dir or GOLDEN_DIR,
+        document = check_against_golden(**options, golden_dir=args.golden_dir or project_golden_dir(),
                                         tolerance_options=args.tolerance, log=lambda text: print(text, file=sys.stderr))
     except InputError as exc:
         raise InputError(f"golden check for NEW ({options['model_name']}, weights {options['weights']}, "
@@ -69,9 +71,9 @@ def _check_here(args: argparse.Namespace, new_runs):
 def run(args: argparse.Namespace) -> int:
     from perfsuite.gate.runs import load_side
     from perfsuite.gate.verdict import compare_runs
-    from perfsuite.results import write_text_atomic
     from perfsuite.upgrade import GoldenParity, build_report, read_golden_check, render_upgrade_report
 
+    output = check_output_file(args.output, "--output") if args.output is not None else None
     settings = settings_from_args(args)
     old = load_side(args.old, args.storage, "OLD")
     new = load_side(args.new, args.storage, "NEW")
@@ -84,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
         golden = _check_here(args, new)
     report = build_report(args.old, args.new, gate, golden)
     page = render_upgrade_report(report, args.title)
-    if args.output:
-        write_text_atomic(args.output, page)
-        print(f"perfsuite upgrade-report: {'FAIL' if report.failed else 'PASS'}; wrote {args.output}")
+    if output is not None:
+        write_output(output, "--output", page)
+        print(f"perfsuite upgrade-report: {'FAIL' if report.failed else 'PASS'}; wrote {output}")
     else:
         print(page, end="")
     return report.exit_code
