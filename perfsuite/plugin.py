@@ -215,7 +215,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from perfsuite.backends.base import RunSpec
 
     config = session.config
-    benchmarks = [item for item in session.items if "benchmark" in getattr(item, "fixturenames", ())]
+    benchmarks = [item for item in session.items if "benchmark" in getattr(item, "fixturenames", ())
+                  and "benchmarks" in Path(item.path).parts]  # the suite's tiers, not the unit tests
     if not benchmarks or config.option.collectonly:
         return
     options = _options(config)
