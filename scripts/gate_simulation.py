@@ -1,27 +1,22 @@
 """Whole-gate false alarms and power of ``perfsuite compare``'s defaults, by simulation.
 
     python scripts/gate_simulation.py                 # the tables in docs/gate.md (a few minutes)
-    python scripts/gate_simulation.py --trials 200    # quicker, coarser
+    python scripts/gate_simulation.py --trials 100    # quicker, coarser
 
 Each trial builds two sides of synthetic saved runs and runs the real decision code
-(``perfsuite.gate.verdict.compare_runs``) on them. A run is the H200 gate tier of issue 11,
-15 rows, with the noise measured there:
+(``perfsuite.gate.verdict.compare_runs``) on them. A run is the H200 gate tier of the committed drill
+(docs/results/2026-12-01-h200-gate-drill), 16 rows, with the numbers measured there:
 
-* 6 device-bound latency rows (eager fp32/fp16/bf16 x batch 64/256): log-normal run-to-run noise
-  ``device_cv`` (1-3%), hardly touched by the host state;
-* 6 host-bound latency rows (batch 1/8): ``host_cv`` (4%) within the fast host mode; a process
-  lands in the slow host mode with probability ``slow_fraction`` (0.4: 4 of the 10 measured
-  processes), where it runs 1.5-1.95x slower (397-771 µs per-process medians measured) and the
-  host probe follows that slowdown only partly (so the per-probe ratio keeps ~10% run-to-run CV,
-  the measured 12% regime), plus model load (5%) and two cold-start rows (15%, 3 rounds), as
-  host-bound as the small batches;
-* every row records its host probe (20 tiny launches: 2% noise around the run's host state).
+* every row records its own host probe; the host's speed varies from run to run (log SD 0.12) and
+  from row to row within a run (0.15), so one row's probe scatters by ~20% over runs, as measured;
+* a row's time follows its probe as probe^slope, times log-normal noise of its own: batch 1/8 latency
+  slope 1.2, noise ``host_cv`` (6% measured at equal host speed); batch 64/256 slope 0.05, noise
+  ``device_cv`` (0.3-2% measured); model load slope 0.5, 12%; three cold-start rows slope 0.75, 8%.
 
-A "change" multiplies every row of the new side by 1 + effect (an extra GPU kernel worth that
-share of each case, as the GPU drill injects). Counted per scenario: gate FAIL (exit 1),
-UNDECIDED (exit 3), every device-bound row called regressed, the share of device-bound rows
-called unchanged, and per host-bound row the share called regressed and the share whose MDE allowed
-the effect.
+A change is the drill's: the new side's batch <= 8 rows +2 x ``effect``, batch >= 64 rows +``effect``
+(extra device work: the probe does not move), model load and cold start unchanged. Counted per
+scenario: gate FAIL (exit 1), UNDECIDED (exit 3), every batch >= 64 row called regressed, and per
+batch <= 8 row the share called regressed and the share whose MDE allowed that change.
 """
 
 from __future__ import annotations
@@ -36,89 +31,79 @@ from perfsuite.gate.runs import SavedRun
 from perfsuite.gate.settings import GateSettings
 from perfsuite.gate.verdict import Verdict, compare_runs
 
-#: (row name, host-bound, run-to-run CV within the fast host mode; None: the scenario's device_cv)
+#: (row name, kind: small / large batch / other, slope on the probe, noise; None: the scenario's)
 ROWS = [
-    *((f"test_latency[eager-{p}-b{b}]", False, None) for p in ("fp32", "fp16", "bf16") for b in (64, 256)),
-    *((f"test_latency[eager-{p}-b{b}]", True, "host") for p in ("fp32", "fp16", "bf16") for b in (1, 8)),
-    ("test_model_load", True, 0.05),
-    ("test_cold_start[eager-fp32]", True, 0.15),
-    ("test_cold_start[eager-fp16]", True, 0.15),
+    *((f"test_latency[eager-{p}-b{b}]", "small" if b < 64 else "large", 1.2 if b < 64 else 0.05, None)
+      for p in ("fp32", "fp16", "bf16") for b in (1, 8, 64, 256)),
+    ("test_model_load", "other", 0.5, 0.12),
+    *((f"test_cold_start[eager-{p}-b1]", "other", 0.75, 0.08) for p in ("fp32", "fp16", "bf16")),
 ]
 MACHINE = {"perfsuite": {"device": "cuda", "gpu_name": "NVIDIA H200", "compute_capability": "9.0",
                          "gpu_memory_bytes": 150_000_000_000, "cpu_model": "simulated host", "torch": "sim"}}
+RUN_HOST_SD, ROW_HOST_SD, PROBE_NOISE = 0.12, 0.15, 0.02
 
 
-def synthetic_run(rng: random.Random, name: str, device_cv: float, host_cv: float, slow_fraction: float,
-                  effect: float) -> SavedRun:
+def synthetic_run(rng: random.Random, name: str, device_cv: float, host_cv: float, effect: float) -> SavedRun:
     """One saved run: every row's median and host probe, drawn from the model in the docstring."""
-    slow = rng.random() < slow_fraction
-    host = math.log(rng.uniform(1.5, 1.95)) if slow else rng.gauss(0, 0.01)  # the process's host state
+    run_host = rng.gauss(0, RUN_HOST_SD)
     rows = []
-    for row, host_bound, cv in ROWS:
-        sigma = device_cv if cv is None else host_cv if cv == "host" else cv
-        coupling = rng.gauss(1, 0.25) if host_bound else 0.02  # how much of the host state the row feels
-        median = 1e-3 * math.exp(coupling * host + rng.gauss(0, sigma)) * (1 + effect)
-        probe = 1e-4 * math.exp(host + rng.gauss(0, 0.02))
+    for row, kind, slope, noise in ROWS:
+        host = run_host + rng.gauss(0, ROW_HOST_SD)
+        sigma = noise if noise is not None else host_cv if kind == "small" else device_cv
+        change = {"small": 2 * effect, "large": effect, "other": 0.0}[kind]
+        median = 1e-3 * math.exp(slope * host + rng.gauss(0, sigma)) * (1 + change)
+        probe = 2e-4 * math.exp(host + rng.gauss(0, PROBE_NOISE))
         rows.append({"name": row, "fullname": f"benchmarks/sim.py::{row}",
-                     "stats": {"median": median, "mean": median, "stddev": 0.0, "rounds": 3},
+                     "stats": {"median": median, "mean": median, "stddev": 0.0, "rounds": 100},
                      "extra_info": {"backend": "eager", "model": "alexnet", "host_probe": {"median_s": probe}}})
     return SavedRun(Path(name), {"machine_info": MACHINE, "benchmarks": rows,
                                  "perfsuite": {"schema_version": 1, "outcomes": []}})
 
 
-def simulate(runs_per_side: int, effect: float, device_cv: float = 0.02, host_cv: float = 0.04,
-             slow_fraction: float = 0.4, trials: int = 400, seed: int = 11,
-             settings: GateSettings | None = None) -> dict[str, Any]:
+def simulate(runs_per_side: int, effect: float, device_cv: float = 0.01, host_cv: float = 0.06,
+             trials: int = 400, seed: int = 11, settings: GateSettings | None = None) -> dict[str, Any]:
     """Rates over ``trials`` whole gate runs, each ``runs_per_side`` + ``runs_per_side`` runs."""
     settings = settings or GateSettings()
-    rng = random.Random(f"{seed}-{runs_per_side}-{effect}-{device_cv}-{host_cv}-{slow_fraction}")
-    counts = {"fail": 0, "undecided": 0, "device_all_regressed": 0}
-    host_rows = host_called = host_resolved = device_unchanged = 0
+    rng = random.Random(f"{seed}-{runs_per_side}-{effect}-{device_cv}-{host_cv}")
+    counts = dict.fromkeys(("fail", "undecided", "large_all_regressed", "small_called", "small_resolved",
+                            "large_unchanged"), 0)
+    small = [row for row, kind, _, _ in ROWS if kind == "small"]
+    large = [row for row, kind, _, _ in ROWS if kind == "large"]
     for trial in range(trials):
-        baseline = [synthetic_run(rng, f"base-{trial}-{i}.json", device_cv, host_cv, slow_fraction, 0.0)
+        baseline = [synthetic_run(rng, f"base-{trial}-{i}.json", device_cv, host_cv, 0.0)
                     for i in range(runs_per_side)]
-        new = [synthetic_run(rng, f"new-{trial}-{i}.json", device_cv, host_cv, slow_fraction, effect)
-               for i in range(runs_per_side)]
+        new = [synthetic_run(rng, f"new-{trial}-{i}.json", device_cv, host_cv, effect) for i in range(runs_per_side)]
         result = compare_runs(baseline, new, settings)
+        rows = {c.name: c for c in result.comparisons}
         counts["fail"] += result.outcome == "fail"
         counts["undecided"] += result.outcome == "undecided"
-        by_name = {c.name: c for c in result.comparisons}
-        device = [by_name[row].verdict for row, host_bound, _ in ROWS if not host_bound]
-        counts["device_all_regressed"] += all(verdict is Verdict.REGRESSED for verdict in device)
-        device_unchanged += sum(verdict is Verdict.UNCHANGED for verdict in device)
-        for row, host_bound, cv in ROWS:
-            if host_bound and cv == "host":
-                comparison = by_name[row]
-                host_rows += 1
-                host_called += comparison.verdict is Verdict.REGRESSED
-                mde = comparison.time.mde if comparison.time else None
-                host_resolved += mde is not None and mde <= max(effect, settings.threshold)
+        counts["large_all_regressed"] += all(rows[row].verdict is Verdict.REGRESSED for row in large)
+        counts["large_unchanged"] += sum(rows[row].verdict is Verdict.UNCHANGED for row in large) / len(large)
+        counts["small_called"] += sum(rows[row].verdict is Verdict.REGRESSED for row in small) / len(small)
+        counts["small_resolved"] += sum(rows[row].time.mde is not None and rows[row].time.mde <= max(
+            2 * effect, settings.threshold) for row in small) / len(small)
     return {"runs_per_side": runs_per_side, "effect": effect, "device_cv": device_cv, "host_cv": host_cv,
-            "slow_fraction": slow_fraction, "trials": trials,
-            **{key: value / trials for key, value in counts.items()},
-            "device_unchanged": device_unchanged / (trials * sum(not host_bound for _, host_bound, _ in ROWS)),
-            "host_called": host_called / host_rows, "host_resolved": host_resolved / host_rows}
+            "trials": trials, **{key: value / trials for key, value in counts.items()}}
 
 
 def table(trials: int) -> str:
-    """The markdown tables of docs/gate.md: unchanged (4 x ``trials``: false alarms are rare), +5% and
-    +10% (``trials``) per device-bound noise and runs per side; then the host-bound rows per fast-mode noise."""
-    lines = ["| device-bound CV | runs per side | unchanged: FAIL | unchanged: UNDECIDED | +5%: all batch >= 64 "
-             "rows called | +5%: gate FAIL | +10%: batch <= 8 rows called |", "|---|---|---|---|---|---|---|"]
-    for device_cv in (0.01, 0.02, 0.03):
-        for n in (3, 4, 5, 6):
-            same = simulate(n, 0.0, device_cv, trials=4 * trials)
-            plus5 = simulate(n, 0.05, device_cv, trials=trials)
-            plus10 = simulate(n, 0.10, device_cv, trials=trials)
-            lines.append(f"| {device_cv:.0%} | {n} | {same['fail']:.2%} | {same['undecided']:.1%} | "
-                         f"{plus5['device_all_regressed']:.1%} | {plus5['fail']:.1%} | {plus10['host_called']:.1%} |")
-    lines += ["", "| fast-host-mode CV (batch <= 8) | runs per side | +10%: rows called | +10%: rows with MDE <= 10% "
-              "| unchanged: FAIL |", "|---|---|---|---|---|"]
-    for host_cv in (0.015, 0.02, 0.04):
-        for n in (6, 8):
-            plus10 = simulate(n, 0.10, 0.01, host_cv, trials=trials)
+    """The markdown tables of docs/gate.md: unchanged (2 x ``trials``) and the drill's change (``trials``) per
+    batch >= 64 noise and runs per side; then the batch <= 8 rows per noise at equal host speed."""
+    lines = ["| batch >= 64 noise | runs per side | unchanged: FAIL | unchanged: UNDECIDED | +5%: every batch >= 64 "
+             "row called | +10%: batch <= 8 rows called |", "|---|---|---|---|---|---|"]
+    for device_cv in (0.005, 0.01, 0.02):
+        for n in (3, 5, 8):
+            same = simulate(n, 0.0, device_cv, trials=2 * trials)
+            changed = simulate(n, 0.05, device_cv, trials=trials)
+            lines.append(f"| {device_cv:.1%} | {n} | {same['fail']:.1%} | {same['undecided']:.1%} | "
+                         f"{changed['large_all_regressed']:.1%} | {changed['small_called']:.1%} |")
+    lines += ["", "| batch <= 8 noise at equal host speed | runs per side | +10%: rows called | +10%: rows with "
+              "MDE <= 10% | unchanged: FAIL |", "|---|---|---|---|---|"]
+    for host_cv in (0.03, 0.06):
+        for n in (5, 8, 10):
+            changed = simulate(n, 0.05, 0.01, host_cv, trials=trials)
             same = simulate(n, 0.0, 0.01, host_cv, trials=trials)
-            lines.append(f"| {host_cv:.1%} | {n} | {plus10['host_called']:.1%} | {plus10['host_resolved']:.1%} | "
+            lines.append(f"| {host_cv:.0%} | {n} | {changed['small_called']:.1%} | {changed['small_resolved']:.1%} | "
                          f"{same['fail']:.1%} |")
     return "\n".join(lines)
 

@@ -26,7 +26,6 @@ from perfsuite.gate.runs import SavedRun, load_run, load_side, resolve_side
 from perfsuite.gate.settings import GateSettings, parse_fraction, settings_from_config
 from perfsuite.gate.tables import render_result
 from perfsuite.gate.verdict import (
-    ALL_RUNS,
     ConfigMismatch,
     HardwareMismatch,
     TimeComparison,
@@ -76,7 +75,10 @@ def test_t_test_is_scipys_pooled_test_on_logs():
             result = t_test(base, new)
             assert result.p_slower == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
             assert result.p_faster == pytest.approx(1 - expected.pvalue, rel=1e-9, abs=1e-15)
-            assert result.df == m + n - 2
+            assert result.df == m + n - 2 and result.slope is None
+            log_ratio = statistics.fmean(map(math.log, new)) - statistics.fmean(map(math.log, base))
+            assert result.shift == pytest.approx(log_ratio)
+            assert result.error_factor == pytest.approx(math.sqrt(1 / m + 1 / n))
     assert t_test([1.0], [1.2]) is None  # one run a side: no spread, no test
     assert t_test([1.0, 1.0], [1.0, 1.0]) is None
 
@@ -92,6 +94,11 @@ def test_mde_has_the_stated_power():
         se = spread * math.sqrt(1 / n_base + 1 / n_new)
         power = stats.nct.sf(stats.t.ppf(1 - alpha, df), df, math.log1p(mde) / se)
         assert power == pytest.approx(0.95, abs=1e-6), (spread, n_base, n_new, power)
+    # with the host-probe term: one degree of freedom less, and the test's own standard error per unit spread
+    mde = minimum_detectable_effect(0.02, 5, 5, 0.01 / 16, 0.95, min_effect=0.0, parameters=3, error_factor=0.9)
+    power = stats.nct.sf(stats.t.ppf(1 - 0.01 / 16, 7), 7, math.log1p(mde) / (0.02 * 0.9))
+    assert power == pytest.approx(0.95, abs=1e-6)
+    assert minimum_detectable_effect(0.02, 1, 2, 0.01, 0.95, 0.0, parameters=3) is None  # no degree of freedom
     # the floor: a change must also exceed min_effect to be called, so the MDE is never below it
     assert minimum_detectable_effect(0.001, 6, 6, 0.01, 0.95, min_effect=0.025) > 0.025
     assert minimum_detectable_effect(None, 6, 6, 0.01, 0.95, 0.025) is None
@@ -107,8 +114,8 @@ def test_benjamini_hochberg_adjusts_over_the_rows():
 def timed(effect: float, p: float | None, mde: float | None, runs: int = 6) -> TimeComparison:
     """A row's numbers as decide() sees them (p one-sided in the direction of the effect, adjusted)."""
     slower, faster = (p, None if p is None else 1 - p) if effect >= 0 else (None if p is None else 1 - p, p)
-    return TimeComparison(ALL_RUNS, (1.0,) * runs, (1 + effect,) * runs, (1.0,) * runs, (1 + effect,) * runs,
-                          effect, effect, 0.01, 0.01, mde, slower, faster, slower, faster)
+    return TimeComparison((1.0,) * runs, (1 + effect,) * runs, None, None, effect, effect, None, None, 0.01, 0.01,
+                          mde, slower, faster, slower, faster)
 
 
 @pytest.mark.parametrize(("effect", "p", "mde", "verdict", "why"), [
@@ -151,7 +158,8 @@ def test_settings_from_pyproject_and_options():
     assert parse_fraction("5%", "x") == pytest.approx(0.05)
     with pytest.raises(InputError, match=r"threshold.*not a fraction"):
         settings_from_config(config, {"threshold": "five"})
-    for unknown in ({"treshold": 0.05}, {"single_run_threshold": "15%"}, {"fail_on_inconclusive": True}):
+    for unknown in ({"treshold": 0.05}, {"single_run_threshold": "15%"}, {"fail_on_inconclusive": True},
+                    {"host_slow": "25%"}):  # removed settings are refused, not silently ignored
         with pytest.raises(InputError, match="unknown setting"):
             settings_from_config(SuiteConfig(extra={"gate": unknown}))
     with pytest.raises(InputError, match=r"\[tool\.perfsuite\.gate\] inconclusive: 'green'"):
@@ -179,17 +187,21 @@ def medians_from_json(paths) -> list[float]:
     (BASE[:6], SLOWER[:1]),  # one new run against a baseline's spread
 ], ids=["unchanged-later", "unchanged-interleaved", "slower-1", "slower-2", "slower-3v4", "slower-6v1"])
 def test_numbers_on_real_runs_are_the_documented_ones(baseline, new):
-    """On the drill's real runs the gate's change and p-value are the documented ones, computed here
-    from the files with scipy (one row: the Benjamini-Hochberg adjustment leaves p as it is)."""
+    """On the drill's real runs (no host probe: the plain test) the gate's change and p-value are the
+    documented ones, computed here from the files with scipy (one row: the Benjamini-Hochberg adjustment
+    leaves p as it is). The change tested is that of the geometric means; the medians' change is shown."""
     from scipy import stats
 
     base_values, new_values = medians_from_json(baseline), medians_from_json(new)
-    effect = statistics.median(new_values) / statistics.median(base_values) - 1
+    raw_effect = statistics.median(new_values) / statistics.median(base_values) - 1
+    effect = stats.gmean(new_values) / stats.gmean(base_values) - 1
     p = stats.ttest_ind(np.log(new_values), np.log(base_values), alternative="greater").pvalue
     result = compare_runs([load_run(x) for x in baseline], [load_run(x) for x in new], SETTINGS)
     (comparison,) = result.comparisons
     assert comparison.time.baseline == tuple(base_values) and comparison.time.new == tuple(new_values)
-    assert comparison.time.effect == pytest.approx(effect, rel=1e-12)
+    assert not comparison.time.host_adjusted and comparison.time.baseline_probe is None
+    assert comparison.time.effect == pytest.approx(effect, rel=1e-9)
+    assert comparison.time.raw_effect == pytest.approx(raw_effect, rel=1e-12)
     assert comparison.time.p_slower == pytest.approx(p, rel=1e-9)
     assert comparison.time.p_slower_adjusted == pytest.approx(p, rel=1e-9)
     assert comparison.verdict is decide(comparison.time, SETTINGS)[0]
@@ -267,7 +279,8 @@ def test_a_clear_slowdown_of_real_runs_fails_the_gate(tmp_path):
     text = render_result(result)
     assert "FAIL" in text and "REGRESSED" in text and "test_latency[eager-fp32-b1]" in text
     same = compare_runs(base, base, SETTINGS)
-    assert same.comparisons[0].verdict is Verdict.UNRESOLVED and same.comparisons[0].time.effect == 0
+    (itself,) = same.comparisons
+    assert itself.verdict is Verdict.UNRESOLVED and itself.time.effect == pytest.approx(0, abs=1e-12)
     assert same.exit_code == 0  # session 1's machine was too noisy to resolve 5% (the MDE says so)
     assert "cannot resolve the 5% threshold" in render_result(same)
 

@@ -41,10 +41,12 @@ compares the two sides *at equal host speed*: a regression of the log per-run va
 the row's probe, with a term for the side (analysis of covariance; the slope is fitted, about 1.2
 for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
 is chosen after looking at the numbers). The change called is the side term; the host-inclusive
-change of the medians stays the headline and is shown beside it. Measured on the H200, this cut the
-run-to-run spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that
-slows the probe as much as the model (e.g. more overhead in torch's launch path itself) is partly
-taken for host speed: the report shows how much slower the new side's probes ran.
+change of the medians stays the headline and is shown beside it. Where the two sides ran at
+different host speeds, the probe term takes up part of the difference between them and the side term
+is known less precisely: the row's MDE counts that. Measured on the H200, this cut the run-to-run
+spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that slows the
+probe as much as the model (e.g. more overhead in torch's launch path itself) is partly taken for
+host speed: the report shows how much slower the new side's probes ran.
 
 The whole gate: ``fail`` (exit 1) on any regressed, missing or failed row, memory regression or
 required backend without results; else ``undecided`` (exit 3; the ``inconclusive`` setting can
@@ -138,6 +140,9 @@ class TTest:
     pooled_spread: float  # residual SD of the log values, both sides pooled
     df: int
     slope: float | None  # fitted d log(value) / d log(host probe); None: not adjusted
+    #: the shift's standard error per unit of spread: sqrt(1/n_baseline + 1/n_new) for the plain test; more
+    #: where the sides' probes differ, as the probe term then takes up part of the difference between them
+    error_factor: float
 
 
 def _fit(logs: Sequence[float], columns: Sequence[Sequence[float]]) -> tuple[Any, float, int, Any] | None:
@@ -172,10 +177,10 @@ def t_test(baseline: Sequence[float], new: Sequence[float], baseline_probe: Sequ
     if fit is None or fit[1] == 0:
         return None
     coefficients, spread, df, inverse = fit
-    shift = float(coefficients[-1])
-    t = shift / (spread * math.sqrt(float(inverse[-1, -1])))
-    p_slower = float(_scipy().special.stdtr(df, -t))
-    return TTest(shift, p_slower, 1 - p_slower, spread, df, float(coefficients[1]) if adjusted else None)
+    shift, error_factor = float(coefficients[-1]), math.sqrt(float(inverse[-1, -1]))
+    p_slower = float(_scipy().special.stdtr(df, -shift / (spread * error_factor)))
+    return TTest(shift, p_slower, 1 - p_slower, spread, df, float(coefficients[1]) if adjusted else None,
+                 error_factor)
 
 
 def baseline_spread(values: Sequence[float], probes: Sequence[float] | None) -> float | None:
@@ -201,14 +206,16 @@ def detectable_shift(alpha: float, power: float, df: int) -> float:
 
 
 def minimum_detectable_effect(spread: float | None, n_baseline: int, n_new: int, alpha: float, power: float,
-                              min_effect: float, parameters: int = 2) -> float | None:
+                              min_effect: float, parameters: int = 2,
+                              error_factor: float | None = None) -> float | None:
     """The slowdown called with probability ``power``: significant in the one-sided t-test at ``alpha``
     and measured beyond ``min_effect``, for runs whose log values scatter by ``spread`` (``parameters``:
-    2 for the plain test, 3 with the host-probe term)."""
+    2 for the plain test, 3 with the host-probe term; ``error_factor``: the test's ``TTest.error_factor``,
+    default that of sides at equal host speed, sqrt(1/n_baseline + 1/n_new))."""
     if spread is None or n_new < 1 or n_baseline + n_new <= parameters:
         return None
     df = n_baseline + n_new - parameters
-    standard_error = spread * math.sqrt(1 / n_baseline + 1 / n_new)
+    standard_error = spread * (error_factor or math.sqrt(1 / n_baseline + 1 / n_new))
     beyond_floor = math.log1p(min_effect) + float(_scipy().stats.t.ppf(power, df)) * standard_error
     return math.expm1(max(detectable_shift(alpha, power, df) * standard_error, beyond_floor))
 
@@ -508,10 +515,11 @@ def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence
     adjusted = test is not None and test.slope is not None
     spread = baseline_spread(base_values, base_probe if adjusted else None)
     pooled = test.pooled_spread if test else None
-    # A few lucky baseline runs must not make the row look steadier than this comparison shows it is.
+    # A few lucky baseline runs must not make the row look steadier than this comparison shows it is; and
+    # where the sides ran at different host speeds, the adjusted test is less precise: its MDE says so.
     mde = minimum_detectable_effect(None if spread is None else max(spread, pooled or 0.0), len(base_values),
                                     len(new_values), mde_alpha, settings.power, settings.min_effect,
-                                    3 if adjusted else 2)
+                                    3 if adjusted else 2, test.error_factor if test else None)
     raw_effect = statistics.median(new_values) / statistics.median(base_values) - 1
     result.time = TimeComparison(
         tuple(base_values), tuple(new_values), tuple(base_probe) if adjusted else None,
