@@ -157,7 +157,7 @@ def _apply_cpu_affinity(value: str | None) -> None:
     if not value:
         return
     try:
-        cpus = {int(item) for item in split_names(value)}
+        cpus = {int(item) for item in split_names(value, "--cpu-affinity")}
         os.sched_setaffinity(0, cpus)
     except (ValueError, OSError) as exc:
         allowed = ",".join(map(str, sorted(os.sched_getaffinity(0))))

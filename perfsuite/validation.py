@@ -41,4 +41,10 @@ def validate(document: Any, schema: Mapping[str, Any], where: str, error: type[I
         return
     first = jsonschema.exceptions.best_match(problems)
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    if first.validator == "additionalProperties" and isinstance(first.instance, Mapping):
+        known = first.schema.get("properties", {})
+        unknown = sorted(str(key) for key in first.instance if key not in known)
+        if unknown:  # name the key itself, and what is allowed there
+            raise error(f"{where}: unknown field {field_path([*first.absolute_path, unknown[0]])}; known: "
+                        f"{', '.join(sorted(known))}{more}")
     raise error(f"{where}: field {field_path(first.absolute_path)}: {first.message}{more}")

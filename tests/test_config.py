@@ -32,12 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
     ("gate = 5", "[tool.perfsuite] gate: must be a table, not 5"),
     ("[tool.perfsuite.tolerances]\nfp64 = {rel = 0.1}", "[tool.perfsuite] tolerances: unknown key 'fp64'"),
     ("[tool.perfsuite.tolerances]\nfp16 = 5", "[tool.perfsuite] tolerances.fp16: must be a table, not 5"),
-    ("[tool.perfsuite.tolerances]\nfp16 = {rell = 0.1}", "tolerances.fp16: unknown key 'rell'; known: min_cosine, rel"),
+    ("[tool.perfsuite.tolerances]\nfp16 = {rell = 0.1}",
+     "tolerances.fp16: unknown key 'rell'; known: atol, min_cosine, rel, rtol"),
     ("[tool.perfsuite.tolerances]\nfp16 = {rel = 2}", "tolerance fp16: rel must be in (0, 1), got 2.0"),
     # the gate's and TensorRT's own parsers, run when the file is read rather than one test later
     ('[tool.perfsuite.gate]\nthreshold = "x"', "[tool.perfsuite.gate] threshold: 'x' is not a fraction"),
-    ("[tool.perfsuite.tensorrt]\nbogus = 1", "[tool.perfsuite.tensorrt]: unknown setting(s) bogus"),
-    ("[tool.perfsuite.tensorrt]\ncompute_capabilities = 5", "[tool.perfsuite.tensorrt]: a value of the wrong type"),
+    ("[tool.perfsuite.tensorrt]\nbogus = 1", "[tool.perfsuite.tensorrt]: unknown field bogus; known: "),
+    ("[tool.perfsuite.tensorrt]\ncompute_capabilities = 5",
+     "[tool.perfsuite.tensorrt]: field compute_capabilities: 5 is not of type 'array'"),
 ])
 def test_bad_config_is_refused_naming_file_and_key(tmp_path, text, message):
     path = tmp_path / "pyproject.toml"
@@ -66,7 +68,7 @@ def _run(folder: Path, *command: str) -> subprocess.CompletedProcess:
 # The smallest arguments each command parses with; every registered command must be here.
 COMMAND_ARGS = {
     "baseline": ["list"], "cache": ["list"], "compare": ["a.json", "b.json"], "doctor": [],
-    "golden": ["check"], "predict": ["x.jpg"], "report": ["a.json", "--output", "out"],
+    "export": ["out.onnx"], "golden": ["check"], "predict": ["x.jpg"], "report": ["a.json", "--output", "out"],
     "upgrade-report": ["a.json", "b.json"],
 }
 
@@ -104,7 +106,7 @@ def test_a_broken_config_stops_every_command_cleanly_and_help_still_works(tmp_pa
     ("backends = []", "[tool.perfsuite] backends: must not be empty"),  # was a silent pass, nothing saved
     ("precisions = []", "[tool.perfsuite] precisions: must not be empty"),
     ('[tool.perfsuite.gate]\nthreshold = "x"', "[tool.perfsuite.gate] threshold"),  # failed inside a test
-    ("[tool.perfsuite.tensorrt]\nbogus = 1", "[tool.perfsuite.tensorrt]: unknown setting(s) bogus"),
+    ("[tool.perfsuite.tensorrt]\nbogus = 1", "[tool.perfsuite.tensorrt]: unknown field bogus; known: "),
 ])
 def test_a_broken_config_is_a_pytest_usage_error(tmp_path, text, message):
     (tmp_path / "pyproject.toml").write_text(f"[tool.perfsuite]\n{text}\n")
