@@ -251,15 +251,19 @@ class RunnerFootprint:
 
     The first reading is taken after freed memory went back (:func:`_release_free_memory`) and the
     backend's libraries were imported, so neither an earlier runner's leftovers nor a one-time
-    library load is counted against this one. Device memory is the fall of free memory on the
-    device (``torch.cuda.mem_get_info``, i.e. cudaMemGetInfo): it sees every library's allocations
-    (ONNX Runtime's and TensorRT's included, which torch's own counters cannot), and torch's
-    caching allocator keeps what it reserved, so the lowest reading is the runner's peak among the
-    points sampled (after load and first call, after the timed rounds). Other processes on the
-    same GPU would show up too; the GPU telemetry flags them.
+    library load is counted against this one. Host memory is the RSS growth of building and loading
+    the runner, read before its first call: that call's one-time library work (lazy kernel loading,
+    cuDNN and cuBLAS handles for a precision's first use: +100-150 MiB on the H200) belongs to the
+    process, and would land on whichever row came first. Device memory is the fall of free memory
+    on the device (``torch.cuda.mem_get_info``, i.e. cudaMemGetInfo): it sees every library's
+    allocations (ONNX Runtime's and TensorRT's included, which torch's own counters cannot), and
+    torch's caching allocator keeps what it reserved, so the lowest reading is the runner's peak
+    among the points sampled (after load, after the first call, after the timed rounds). Other
+    processes on the same GPU would show up too; the GPU telemetry flags them.
     """
 
-    method = "host: RSS growth (psutil) after gc + malloc_trim; device: fall of cudaMemGetInfo free memory"
+    method = ("host: RSS growth over build and load (psutil, after gc + malloc_trim); device: peak fall of "
+              "cudaMemGetInfo free memory over load, first call and timed rounds")
 
     def __init__(self, device: str) -> None:
         self.device = device
@@ -276,7 +280,7 @@ class RunnerFootprint:
             self.lowest_free = min(self.lowest_free, torch.cuda.mem_get_info(self.device)[0])
 
     def loaded(self) -> None:
-        """The reading once the runner is built, loaded and has run once."""
+        """The reading once the runner is built and loaded, before its first call."""
         self.sample()
         gc.collect()
         if _LIBC is not None:

@@ -395,13 +395,14 @@ class RunnerPool:
         footprint = RunnerFootprint(spec.device)
         try:
             runner.load()
+            footprint.loaded()
             example = runner.prepare(self.images[:1].expand(spec.batch_size, -1, -1, -1).contiguous())
             cold_start_s, _ = time_once(lambda: runner.infer(example), spec.device)
         except BackendUnavailable as exc:
             runner.release()
             self._unavailable[key] = str(exc)
             pytest.skip(str(exc))
-        footprint.loaded()
+        footprint.sample()  # the first call's activations and workspaces, on the device
         pooled = PooledRunner(runner, cold_start_s, footprint)
         self._current = (key, pooled)
         return pooled

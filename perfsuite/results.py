@@ -22,7 +22,7 @@ Schema 1 (all times in seconds, memory in bytes; ``None`` where not measurable):
     peak_gpu_memory_bytes  device memory the runner holds at its peak: the fall of cudaMemGetInfo's
                         free memory over build, load, first call and the timed rounds (every
                         library's allocations; ``measure.RunnerFootprint``); None on the CPU
-    host_rss_delta_bytes   host RSS growth over build, load and first call, freed memory returned first
+    host_rss_delta_bytes   host RSS growth over build and load, freed memory returned first
     memory_method       how the two were measured
     host_peak_rss_bytes only in runs saved before 2026-12 (the process's peak: not a figure of the row)
     timing              {"clock", "synchronized", "warmup_rounds", "rounds", "calls_per_round" (calls
