@@ -60,7 +60,9 @@ def test_good_config_keeps_its_values(tmp_path):
 
 
 def _run(folder: Path, *command: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The config under test decides; $PERFSUITE_WEIGHTS (CI sets it) would override its weights choice.
+    env = {key: value for key, value in os.environ.items() if key != "PERFSUITE_WEIGHTS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=folder, env=env,
                           timeout=300)
 

@@ -136,7 +136,8 @@ def test_a_killed_recorder_takes_its_pytest_child_and_leaves_nothing(tmp_path, s
     command = [sys.executable, "-m", "perfsuite", "baseline", "record", "--runs", "2", *where, "--",
                str(tmp_path / "test_sleepy.py"), "-q", "-p", "no:cacheprovider"]
     recorder = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+                                    str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))})
     child = pytest_child(recorder, tmp_path / "started")
     assert "pytest" in " ".join(child.cmdline())
     os.kill(recorder.pid, signum)

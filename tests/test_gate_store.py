@@ -213,7 +213,8 @@ def test_a_replacement_killed_at_every_line_leaves_a_readable_baseline(tmp_path)
     root = tmp_path / "store"
     killer = subprocess.Popen([sys.executable, "-c", KILLER, str(root), *map(str, BASE[3:8])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(Path(store.__file__).parents[2])})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+                                  str(Path(store.__file__).parents[2]), os.environ.get("PYTHONPATH")]))})
     seen, counts = {}, set()
     try:
         for point in range(10_000):

@@ -204,7 +204,8 @@ SPINNER = "import os, sys, time\nfor path in sys.argv[2:]:\n    open(path, 'w').
 def watched(cpu=None, spinner_cpu=None, procs=()) -> dict:
     """What HostWatch records in a child on ``cpu`` while a spinner runs on ``spinner_cpu``, both
     joining the cgroups whose ``cgroup.procs`` files are ``procs``."""
-    env = {**os.environ, "PYTHONPATH": str(Path(telemetry.__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(Path(telemetry.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))}
     spinner = subprocess.Popen([sys.executable, "-c", SPINNER, json.dumps(spinner_cpu), *procs])
     try:
         time.sleep(0.3)

@@ -288,7 +288,7 @@ def test_record_refuses_another_device(capsys):
 def _perfsuite_in(folder, *args: str) -> subprocess.CompletedProcess:
     """The command line run from ``folder``, with this checkout's package on the path (as an editable
     install of it would be)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "perfsuite", *args], capture_output=True, text=True, cwd=folder,
                           env=env, timeout=600)
 

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pytest(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PERFSUITE_WEIGHTS": "random", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PERFSUITE_WEIGHTS": "random",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *arguments], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=600, check=False)
 

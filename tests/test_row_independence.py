@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow  # two fresh benchmark processes with ONNX exports
 
 def _row(tmp_path: Path, name: str, *selection: str) -> dict:
     output = tmp_path / f"{name}.json"
-    env = {**os.environ, "PERFSUITE_WEIGHTS": "random", "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "PERFSUITE_WEIGHTS": "random",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "PERFSUITE_CACHE_DIR": str(tmp_path / f"cache-{name}")}
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/test_latency.py", "-p", "no:cacheprovider", "-q",
