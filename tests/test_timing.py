@@ -61,8 +61,17 @@ def test_host_probe_times_blocks_of_dependent_operations():
     assert summary["blocks"] == 5 and 0 < summary["q1_s"] <= summary["median_s"] <= summary["q3_s"] < 0.1
 
 
+@pytest.fixture
+def active_benchmark(benchmark):
+    """pytest-benchmark's fixture, where it times (it turns itself off under pytest-xdist)."""
+    if not benchmark.enabled:
+        pytest.skip("pytest-benchmark is disabled here (under pytest-xdist it disables itself)")
+    return benchmark
+
+
 @pytest.mark.parametrize("warmup", [0, 3])
-def test_measure_stores_warm_rounds_with_a_probe_block_after_each(benchmark, warmup):
+def test_measure_stores_warm_rounds_with_a_probe_block_after_each(active_benchmark, warmup):
+    benchmark = active_benchmark
     calls = []
     settings = measure.MeasureSettings(warmup_rounds=warmup, max_time=0.05, min_rounds=3)
     measured = measure.measure(lambda: calls.append(time.sleep(0.002)), "cpu", settings, benchmark)
@@ -114,7 +123,7 @@ def _sleep_cycles_for(seconds: float) -> int:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("milliseconds", [1.0, 0.1])
-def test_stored_gpu_times_are_synchronized(benchmark, milliseconds):
+def test_stored_gpu_times_are_synchronized(active_benchmark, milliseconds):
     """A sleep kernel must be stored at its length; unsynchronized timing would store the launch. The
     0.1 ms kernel is timed several calls to a round (the synchronize would be > 1% of one call)."""
     cycles = _sleep_cycles_for(milliseconds * 1e-3)
@@ -125,6 +134,7 @@ def test_stored_gpu_times_are_synchronized(benchmark, milliseconds):
     assert launch_only < 0.05e-3, "the unsynchronized host clock sees only the launch"
 
     settings = measure.MeasureSettings(warmup_rounds=3, max_time=0.2, min_rounds=20)
+    benchmark = active_benchmark
     measured = measure.measure(lambda: torch.cuda._sleep(cycles), "cuda", settings, benchmark)
     benchmark.extra_info.update({"kind": "timer_check", "sleep_cycles": cycles, **measured.row_fields()})
     assert measured.host_probe["kind"] == "cuda-launches"

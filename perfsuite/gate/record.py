@@ -72,7 +72,10 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
         command = [sys.executable, "-m", "pytest", *arguments, "--benchmark-json", str(partial)]
         print(f"perfsuite: run {number} of {count}: {' '.join(command[1:])}", flush=True)
         try:
-            exit_code = run_child(command, {**os.environ, **(env or {})}, number)
+            # An inherited PYTEST_XDIST_WORKER (recording from inside an xdist worker) would make
+            # pytest-benchmark disable itself in the child, and the run would store nothing.
+            inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+            exit_code = run_child(command, {**inherited, **(env or {})}, number)
             # Some pytest-benchmark versions open the file even when no benchmark ran: empty is the same case.
             if not partial.exists() or partial.stat().st_size == 0:
                 raise InputError(f"run {number}: pytest exited {exit_code} without writing {partial.name} (every "
