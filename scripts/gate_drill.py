@@ -76,7 +76,7 @@ def _per_call_ratio(plain, slowed, device: str, seconds: float = 0.6) -> tuple[f
         time_once(slowed, device)
     estimate = statistics.median(time_once(plain, device)[0] for _ in range(5))
     calls = calls_per_round(estimate, timer_overhead(device))
-    rounds = max(20, min(400, int(seconds / (2 * calls * estimate))))
+    rounds = max(5, min(400, int(seconds / (2 * calls * estimate))))  # slow CPU rows: a few rounds
     timed = {"plain": synchronized_every(plain, device, calls), "slowed": synchronized_every(slowed, device, calls)}
     samples: dict[str, list[float]] = {"plain": [], "slowed": []}
     for _ in range(rounds):
