@@ -237,7 +237,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
     runs = sum(kinds.values())
     lines = [f"perfsuite plan: {runs} benchmark(s) to run ({', '.join(f'{k} {n}' for k, n in kinds.items())}), "
-             f"{sum(skips.values())} to skip; timed rounds alone take about {runs * max_time:.0f} s "
+             f"{sum(skips.values())} to skip (known before trying: a real attempt may skip more); timed rounds "
+             f"alone take about {runs * max_time:.0f} s "
              f"({max_time:g} s each, --benchmark-max-time), plus model loads, conversions and warm-up"]
     lines += [f"perfsuite plan: skip {count}: {reason}" for reason, count in skips.items()]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
