@@ -331,8 +331,8 @@ def markdown(summary: dict[str, Any], folder: Path) -> str:
     sides = list(summary["by_runs_per_side"])
     lines += ["", "## Per row", "",
               "Spread: run-to-run, of the unchanged runs' per-run medians (raw CV; and the residual SD at equal "
-              "host speed, as the gate tests them). Realized: the slowdown over all 10 + 10 runs, of the medians "
-              "and at equal host speed (the gate's estimate; slope: d log time / d log probe). "
+              "host speed, as the gate tests them). Realized: the slowdown over all unchanged and slowed runs, of "
+              "the medians and at equal host speed (the gate's estimate; slope: d log time / d log probe). "
               "Cells: unchanged comparisons called regressed / slowed comparisons called regressed (of each n's "
               "comparisons), "
               "and the row's minimum detectable effect (median over the comparisons).", "",
