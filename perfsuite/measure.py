@@ -39,7 +39,7 @@ import torch
 
 from perfsuite import telemetry
 from perfsuite.environment import is_cuda, synchronize
-from perfsuite.timing import plan_rounds, time_once, timer_overhead
+from perfsuite.timing import plan_rounds, synchronized, time_once, timer_overhead
 
 #: the timer's cost must stay below this fraction of a timed round
 MAX_TIMER_FRACTION = 0.01
@@ -133,16 +133,7 @@ class Measurement:
 
     def problems(self, host_contention: float) -> list[str]:
         """What makes this measurement doubtful (throttling, a shared GPU or CPU), for a warning."""
-        found = []
-        gpu = self.gpu_telemetry or {}
-        if gpu.get("throttled"):
-            found.append(f"GPU throttled ({', '.join(gpu.get('throttle_reasons') or [])})")
-        if gpu.get("contended"):
-            found.append(f"GPU shared with {gpu.get('other_processes')} other process(es)")
-        other = (self.host_telemetry or {}).get("other_cpu_fraction")
-        if other is not None and other > host_contention:
-            found.append(f"other processes used {other:.0%} of the CPU")
-        return found
+        return telemetry.measurement_problems(self.gpu_telemetry, self.host_telemetry, host_contention)
 
 
 def measure(call: Callable[[], Any], device: str, settings: MeasureSettings, benchmark: Any = None,
@@ -202,7 +193,7 @@ def measure_one_shot(call: Callable[..., Any], device: str, benchmark: Any, roun
     fixed number of rounds through pytest-benchmark, with the host probe after each round."""
     probe = HostProbe(device) if host_probe else None
     with telemetry.GpuWatch(device) as gpu_watch, telemetry.HostWatch() as host_watch:
-        benchmark.pedantic(synchronized_every(call, device, 1), setup=setup, rounds=rounds,
+        benchmark.pedantic(synchronized(call, device), setup=setup, rounds=rounds,
                            warmup_rounds=warmup_rounds, teardown=probe.block if probe else None)
     if probe is not None:
         del probe.samples[:warmup_rounds]  # blocks after warm-up rounds
@@ -217,12 +208,17 @@ def measure_one_shot(call: Callable[..., Any], device: str, benchmark: Any, roun
 # -- memory ---------------------------------------------------------------------------------------
 
 
-def _release_free_memory(device: str) -> None:
-    """Collect garbage, give freed heap pages back to the OS (glibc ``malloc_trim``) and empty torch's
-    CUDA cache, so a reading counts memory that is held, not memory an earlier runner left free."""
+def _return_freed_host_memory() -> None:
+    """Collect garbage and give freed heap pages back to the OS (glibc ``malloc_trim``)."""
     gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def _release_free_memory(device: str) -> None:
+    """Freed host memory back to the OS and torch's CUDA cache emptied, so a reading counts memory
+    that is held, not memory an earlier runner left free."""
+    _return_freed_host_memory()
     if is_cuda(device):
         synchronize(device)
         torch.cuda.empty_cache()
@@ -282,9 +278,7 @@ class RunnerFootprint:
     def loaded(self) -> None:
         """The reading once the runner is built and loaded, before its first call."""
         self.sample()
-        gc.collect()
-        if _LIBC is not None:
-            _LIBC.malloc_trim(0)
+        _return_freed_host_memory()
         self.rss_after = current_rss()
 
     def as_dict(self) -> dict[str, Any]:

@@ -372,3 +372,19 @@ class HostWatch:
 
     def as_dict(self) -> dict[str, Any] | None:
         return self.result
+
+
+def measurement_problems(gpu: dict[str, Any] | None, host: dict[str, Any] | None,
+                         host_contention: float) -> list[str]:
+    """What makes a measurement doubtful, from a row's ``gpu_telemetry`` and ``host_telemetry``: a
+    throttled or shared GPU, other processes above ``host_contention`` of the CPU (the gate leaves such
+    a run out; a benchmark warns about it). Unknown readings (None) are not problems."""
+    found = []
+    if gpu and gpu.get("throttled"):
+        found.append(f"GPU throttled ({', '.join(gpu.get('throttle_reasons') or [])})")
+    if gpu and gpu.get("contended"):
+        found.append(f"{gpu.get('other_processes')} other process(es) on the GPU")
+    fraction = (host or {}).get("other_cpu_fraction")
+    if fraction is not None and fraction > host_contention:
+        found.append(f"other processes used {fraction:.0%} of the CPU (> {host_contention:.0%})")
+    return found

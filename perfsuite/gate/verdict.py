@@ -72,6 +72,7 @@ from perfsuite.errors import InputError
 from perfsuite.gate.hardware import HardwareFingerprint, mismatches
 from perfsuite.gate.runs import BenchmarkRecord, SavedRun
 from perfsuite.gate.settings import GateSettings
+from perfsuite.telemetry import measurement_problems
 
 MEMORY_METRICS = {"peak_gpu_memory_bytes": "GPU peak", "host_rss_delta_bytes": "host RSS growth"}
 #: the run configuration (``results.run_fields``) both sides of a row must share
@@ -431,16 +432,8 @@ def _memory(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[Save
 
 def run_problem(record: BenchmarkRecord, settings: GateSettings) -> str | None:
     """Why this run's measurement of a benchmark cannot be trusted (throttled, GPU or CPU shared), or None."""
-    gpu = record.telemetry
-    if gpu and gpu.get("throttled"):
-        return f"GPU throttled ({', '.join(gpu.get('throttle_reasons', []))})"
-    if gpu and gpu.get("contended"):
-        return f"{gpu.get('other_processes')} other process(es) on the GPU"
-    host = record.extra_info.get("host_telemetry") or {}
-    fraction = host.get("other_cpu_fraction")
-    if fraction is not None and fraction > settings.host_contention:
-        return f"other processes used {fraction:.0%} of the CPU (> {settings.host_contention:.0%})"
-    return None
+    found = measurement_problems(record.telemetry, record.extra_info.get("host_telemetry"), settings.host_contention)
+    return found[0] if found else None
 
 
 def _stability_note(runs: Sequence[SavedRun], key: str, side: str, threshold: float) -> str | None:
