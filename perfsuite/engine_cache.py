@@ -97,7 +97,9 @@ def gpu_target(device: str) -> dict[str, str]:
     """GPU name and compute capability of ``device``: the build target of engines built on the GPU."""
     import torch
 
-    props = torch.cuda.get_device_properties(torch.device(device).index or 0)
+    from perfsuite.environment import cuda_index
+
+    props = torch.cuda.get_device_properties(cuda_index(device))
     return {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
 
 

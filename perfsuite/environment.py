@@ -43,6 +43,19 @@ def is_cuda(device: str) -> bool:
     return device.startswith("cuda")
 
 
+def cuda_index(device: str) -> int:
+    """The index torch means by the CUDA ``device``: N for ``cuda:N``, the current device for a bare
+    ``cuda`` (what torch itself resolves it to), never a silent 0."""
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
+
+
+def device_context(device: str) -> contextlib.AbstractContextManager[Any]:
+    """``device`` made torch's current CUDA device inside the block (for libraries that use the current
+    device: TensorRT's builder and execution context, CUDA graph capture, torch2trt); nothing on the CPU."""
+    return torch.cuda.device(cuda_index(device)) if is_cuda(device) else contextlib.nullcontext()
+
+
 def synchronize(device: str) -> None:
     """Wait for all queued GPU work on ``device``; a no-op on the CPU."""
     if is_cuda(device):
@@ -155,12 +168,41 @@ def nvidia_driver_version() -> str | None:
         return None
 
 
-def gpu_info(device: str = "cuda") -> dict[str, Any]:
-    """Name, compute capability, memory and multiprocessors of ``device``; empty without a GPU."""
-    if not torch.cuda.is_available():
-        return {}
-    index = (torch.device(device).index or 0) if is_cuda(device) else 0
+def pci_bus_id(props: Any) -> str | None:
+    """The PCI bus id of a GPU from its torch device properties, as NVML and ``nvidia-smi --query-gpu=pci.bus_id``
+    write it ("00000000:3B:00.0"); None where torch does not report it. A GPU is PCI function 0."""
+    parts = [getattr(props, name, None) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if any(not isinstance(part, int) for part in parts):
+        return None
+    domain, bus, slot = parts
+    return f"{domain:08X}:{bus:02X}:{slot:02X}.0"
+
+
+def gpu_uuid(props: Any) -> str | None:
+    """The GPU's UUID from its torch device properties, as ``nvidia-smi --query-gpu=uuid`` writes it
+    ("GPU-" and 32 hex digits in 8-4-4-4-12 groups); None where torch does not report it."""
+    uuid = getattr(props, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def gpu_identity(device: str) -> dict[str, Any]:
+    """Which physical GPU torch's ``device`` is: its index as torch numbers it, UUID and PCI bus id (these
+    two name the card whatever ``CUDA_VISIBLE_DEVICES`` does to the numbering), and that variable."""
+    index = cuda_index(device)
     props = torch.cuda.get_device_properties(index)
+    return {"gpu_index": index, "gpu_uuid": gpu_uuid(props), "gpu_pci_bus_id": pci_bus_id(props),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def gpu_info(device: str = "cuda") -> dict[str, Any]:
+    """Name, compute capability, memory, multiprocessors and identity (:func:`gpu_identity`) of the CUDA
+    ``device``; empty without a GPU."""
+    if not torch.cuda.is_available() or not is_cuda(device):
+        return {}
+    props = torch.cuda.get_device_properties(cuda_index(device))
     return {
         "gpu_name": props.name,
         "compute_capability": f"{props.major}.{props.minor}",
@@ -168,6 +210,7 @@ def gpu_info(device: str = "cuda") -> dict[str, Any]:
         "multiprocessors": props.multi_processor_count,
         "l2_cache_bytes": getattr(props, "L2_cache_size", None),
         "driver": nvidia_driver_version(),
+        **gpu_identity(device),
     }
 
 

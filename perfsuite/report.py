@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import InputError
+from perfsuite.gate.hardware import physical_gpu
 from perfsuite.gate.runs import SavedRun
 from perfsuite.gate.settings import GateSettings
 from perfsuite.gate.tables import format_bytes, format_number, format_percent, format_seconds, render_table
@@ -205,6 +206,22 @@ def _flags(row: Row, host_contention: float) -> str:
     return ", ".join(flags)
 
 
+def _physical_gpu_lines(runs: Sequence[SavedRun]) -> list[str]:
+    """The card(s) the runs of one fingerprint ran on, where recorded (several cards of a model share it)."""
+    cards: dict[str, list[str]] = {}
+    for run in runs:
+        card = physical_gpu(run.machine_info)
+        if card is not None:
+            cards.setdefault(card.label, []).append(f"`{run.path.name}`")
+    if not cards:
+        return []
+    if len(cards) == 1:
+        (label, names), = cards.items()
+        return [f"Physical GPU: {label} ({len(names)} of {len(runs)} runs recorded it).", ""]
+    return [f"Physical GPUs ({len(cards)} cards of this model): "
+            + "; ".join(f"{label}: {', '.join(names)}" for label, names in cards.items()) + ".", ""]
+
+
 def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", charts: Sequence[str] = (),
                     host_contention: float = DEFAULT_HOST_CONTENTION) -> str:
     """The results tables: per machine its hardware, software, every benchmark row and every skip;
@@ -219,6 +236,7 @@ def render_markdown(runs: Sequence[SavedRun], title: str = "Benchmark results", 
         lines += [f"## {machine.label}", "",
                   f"Hardware fingerprint `{machine.id}`; {len(machine.runs)} run(s): "
                   + ", ".join(f"`{r.path.name}`" for r in machine.runs) + ".", "",
+                  *_physical_gpu_lines(machine.runs),
                   "Software: " + ", ".join(f"{name} {software[name]}" for name in SOFTWARE_SHOWN
                                            if software.get(name) not in (None, "None")) + ".", ""]
         mine = [r for r in rows if r.machine_id == machine.id]

@@ -60,6 +60,12 @@ only the rows of tests that ran, so skips and failures would otherwise leave no 
                         the first version carry ``perfsuite_skipped`` ([{"nodeid", "reason"}])
                         instead, which readers also accept
 
+The machine (``machine_info["perfsuite"]``, ``gate.hardware.machine_section``) includes, for a GPU run,
+the card it ran on: ``gpu_index`` (torch's number), ``gpu_uuid`` and ``gpu_pci_bus_id`` (as
+``nvidia-smi --query-gpu=uuid,pci.bus_id`` writes them), ``cuda_visible_devices``, and with
+nvidia-ml-py ``nvml_gpu_uuid`` / ``nvml_gpu_pci_bus_id`` (the card NVML's readings came from; every
+``gpu_telemetry`` reading also names its ``gpu_uuid`` and ``gpu_pci_bus_id``).
+
 A run stored in a baseline also carries ``perfsuite_baseline`` ({"fingerprint_id", "file"}, see
 ``gate.store``), so that it is never read without its baseline's manifest.
 """
@@ -74,7 +80,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import InputError
-from perfsuite.gate.hardware import CPU_FIELDS, GPU_FIELDS, SOFTWARE_FIELDS
+from perfsuite.gate.hardware import CPU_FIELDS, GPU_FIELDS, IDENTITY_FIELDS, SOFTWARE_FIELDS
 from perfsuite.validation import validate
 
 SCHEMA_VERSION = 1
@@ -289,8 +295,9 @@ RESULTS_SCHEMA: dict[str, Any] = {
         }, nullable=False, required=["name", "stats"]), nullable=False),
         "machine_info": _record({
             # the hardware fingerprint and the software versions: compared, hashed, shown
-            "perfsuite": _record({"device": {"type": "string"}, "gpu_memory_bytes": _AMOUNT,
-                                  **dict.fromkeys((*CPU_FIELDS, *GPU_FIELDS, *SOFTWARE_FIELDS), _SCALAR)},
+            "perfsuite": _record({"device": {"type": "string"}, "gpu_memory_bytes": _AMOUNT, "gpu_index": _COUNT,
+                                  **dict.fromkeys((*CPU_FIELDS, *GPU_FIELDS, *SOFTWARE_FIELDS), _SCALAR),
+                                  **dict.fromkeys(IDENTITY_FIELDS, _TEXT)},
                                  nullable=False),
             # pytest-benchmark's own fields, the fingerprint of runs saved without the perfsuite plugin
             "cpu": _record({"brand_raw": _TEXT, "count": {"type": ["integer", "null"], "minimum": 1}},

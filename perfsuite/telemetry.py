@@ -22,6 +22,12 @@ throttling or another process.
 nvidia-ml-py is imported lazily; without it, or without a driver, every reading is ``None`` and
 :func:`unavailable_reason` says why.
 
+Which GPU is read: the one torch's ``--device`` names, found in NVML by its UUID, else its PCI bus
+id (both from torch's device properties), never by index, since ``CUDA_VISIBLE_DEVICES`` renumbers
+torch's devices and not NVML's. Where neither matches, nothing is read (a
+:class:`GpuTelemetryUnavailable` warning and :func:`device_problem` say why) rather than another
+GPU's state. Every reading records the UUID and PCI bus id of the card it came from.
+
 The host is watched too (:class:`HostWatch`, psutil, on every device): the CPU time that *other*
 processes used while the benchmark ran, as a fraction of the CPU capacity this process may use
 over that time. Capacity is the CPUs of the process's affinity mask (``os.sched_getaffinity``, a
@@ -77,18 +83,81 @@ def unavailable_reason() -> str | None:
     return _nvml()[1]
 
 
+class DeviceNotFound(LookupError):
+    """NVML has no GPU matching torch's device by UUID or PCI bus id; the message says what was tried."""
+
+
 def _handle(nvml: Any, device: str) -> Any:
-    """The NVML handle of torch's ``device``: matched by UUID (CUDA_VISIBLE_DEVICES may reorder), else index."""
+    """The NVML handle of torch's ``device``, matched by its UUID, else by its PCI bus id (both from torch's
+    device properties). Never by index: ``CUDA_VISIBLE_DEVICES`` renumbers torch's devices but not NVML's,
+    so torch's ``cuda:1`` may be NVML's GPU 0, 3 or 7. :class:`DeviceNotFound` where neither matches."""
     import torch
 
-    index = torch.device(device).index or 0
-    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-    if uuid is not None:
+    from perfsuite.environment import cuda_index, gpu_uuid, pci_bus_id
+
+    props = torch.cuda.get_device_properties(cuda_index(device))
+    tried = []
+    uuid = gpu_uuid(props)
+    if uuid is None:
+        tried.append("torch reports no UUID")
+    else:
+        # a MIG instance's UUID comes without its "MIG-" prefix from CUDA, as a GPU's without "GPU-"
+        candidates = [uuid] if uuid.startswith("MIG-") else [uuid, "MIG-" + uuid.removeprefix("GPU-")]
+        for candidate in candidates:
+            try:
+                return nvml.nvmlDeviceGetHandleByUUID(candidate)
+            except Exception as exc:  # NVMLError_NotFound, or an older driver's InvalidArgument
+                tried.append(f"UUID {candidate}: {exc}")
+    bus_id = pci_bus_id(props)
+    if bus_id is None:
+        tried.append("torch reports no PCI bus id")
+    else:
+        lookup = getattr(nvml, "nvmlDeviceGetHandleByPciBusId_v2", None) or nvml.nvmlDeviceGetHandleByPciBusId
         try:
-            return nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-        except Exception:
-            pass
-    return nvml.nvmlDeviceGetHandleByIndex(index)
+            return lookup(bus_id)
+        except Exception as exc:
+            tried.append(f"PCI bus id {bus_id}: {exc}")
+    raise DeviceNotFound(f"NVML finds no GPU matching {device} ({props.name}): {'; '.join(tried)}. Its telemetry "
+                         "is not read rather than read from another GPU")
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@functools.cache
+def _warn_unmatched(reason: str) -> None:
+    """Say once per reason that a device's NVML readings are not taken."""
+    import warnings
+
+    warnings.warn(reason, GpuTelemetryUnavailable, stacklevel=3)
+
+
+class GpuTelemetryUnavailable(UserWarning):
+    """NVML is running, but the run's GPU cannot be found in it (:func:`_handle`)."""
+
+
+def _device_handle(nvml: Any, device: str) -> Any:
+    """:func:`_handle`, or None with a warning naming why (a missing reading is unknown, never GPU 0's)."""
+    try:
+        return _handle(nvml, device)
+    except DeviceNotFound as exc:
+        _warn_unmatched(str(exc))
+    except Exception as exc:  # torch cannot describe the device: nothing to match
+        _warn_unmatched(f"cannot identify {device} for NVML: {exc}")
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why NVML readings of the CUDA ``device`` are impossible here (NVML missing, or no GPU matching it), or None."""
+    nvml, reason = _nvml()
+    if nvml is None:
+        return reason
+    try:
+        _handle(nvml, device)
+    except Exception as exc:
+        return str(exc)
+    return None
 
 
 def _try(fn: Any, *args: Any) -> Any:
@@ -107,11 +176,12 @@ def _decode_reasons(mask: int | None) -> list[str] | None:
 
 
 def hardware_facts(device: str) -> dict[str, Any]:
-    """Power limit (W) and MIG mode of ``device``, for the hardware fingerprint; {} without NVML."""
+    """Power limit (W) and MIG mode of ``device``, for the hardware fingerprint, and the UUID and PCI bus id
+    of the GPU NVML read them from; {} without NVML."""
     nvml, _ = _nvml()
     if nvml is None or not device.startswith("cuda"):
         return {}
-    handle = _try(_handle, nvml, device)
+    handle = _device_handle(nvml, device)
     if handle is None:
         return {}
     limit_mw = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
@@ -119,7 +189,15 @@ def hardware_facts(device: str) -> dict[str, Any]:
     return {
         "power_limit_w": round(limit_mw / 1000) if limit_mw is not None else None,
         "mig_mode": None if mig is None else ("enabled" if mig[0] else "disabled"),
+        **_identity(nvml, handle, "nvml_"),
     }
+
+
+def _identity(nvml: Any, handle: Any, prefix: str = "") -> dict[str, Any]:
+    """UUID and PCI bus id of the GPU behind an NVML handle: which card a reading came from."""
+    pci = _try(nvml.nvmlDeviceGetPciInfo, handle)
+    return {f"{prefix}gpu_uuid": _text(_try(nvml.nvmlDeviceGetUUID, handle)),
+            f"{prefix}gpu_pci_bus_id": _text(getattr(pci, "busId", None))}
 
 
 def read_state(device: str) -> dict[str, Any] | None:
@@ -127,7 +205,7 @@ def read_state(device: str) -> dict[str, Any] | None:
     nvml, _ = _nvml()
     if nvml is None or not device.startswith("cuda"):
         return None
-    handle = _try(_handle, nvml, device)
+    handle = _device_handle(nvml, device)
     if handle is None:
         return None
     # newer nvidia-ml-py calls "throttle reasons" "clock event reasons"; accept either name.
@@ -153,6 +231,7 @@ def read_state(device: str) -> dict[str, Any] | None:
         "processes": None if processes is None else [
             {"pid": int(p.pid), "used_memory_bytes": getattr(p, "usedGpuMemory", None)} for p in processes],
         "own_pid": os.getpid(),
+        **_identity(nvml, handle),  # the card read, to check against the run's gpu_uuid
     }
 
 

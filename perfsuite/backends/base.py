@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from perfsuite.config import check_precision
-from perfsuite.environment import is_cuda, synchronize
+from perfsuite.environment import device_context, is_cuda, synchronize
 from perfsuite.errors import BackendUnavailable, InputError
 from perfsuite.models import LoadedModel
 
@@ -118,7 +118,8 @@ class Runner(abc.ABC):
         if reason:
             raise BackendUnavailable(reason)
         started = time.perf_counter()
-        self._build()
+        with device_context(self.spec.device):  # libraries that build on the current device build on ours
+            self._build()
         synchronize(self.spec.device)
         self.build_seconds = time.perf_counter() - started
         self._built = True
@@ -130,7 +131,8 @@ class Runner(abc.ABC):
         self.build()
         synchronize(self.spec.device)
         started = time.perf_counter()
-        self._load()
+        with device_context(self.spec.device):  # deserialize, create sessions, capture graphs on our device
+            self._load()
         synchronize(self.spec.device)
         self.load_seconds = time.perf_counter() - started
         self._loaded = True

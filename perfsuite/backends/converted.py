@@ -50,7 +50,9 @@ class ConvertedModuleRunner(Runner):
         self.artifact = EngineCache().get_or_build(self._key(), self._convert)
 
     def infer(self, prepared: torch.Tensor) -> torch.Tensor:
-        return self._module(prepared)
+        # torch2trt's TRTModule puts its outputs and stream on the current device, not the input's
+        with torch.cuda.device(prepared.device):
+            return self._module(prepared)
 
     def _release(self) -> None:
         self._module = None

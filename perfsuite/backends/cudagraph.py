@@ -25,7 +25,7 @@ import torch
 
 from perfsuite.backends.base import RunSpec
 from perfsuite.backends.eager import EagerConfig, EagerRunner
-from perfsuite.environment import is_cuda
+from perfsuite.environment import device_context, is_cuda
 from perfsuite.errors import InputError
 
 #: what the suite's preprocessing produces per image (see ``images.build_transform``)
@@ -87,15 +87,17 @@ class CapturedGraph:
                  memory_format: torch.memory_format, warmup_calls: int, owner: str) -> None:
         device, self.owner = spec.device, owner
         self.static_input = capture_input(spec.batch_size, spec.dtype, device, memory_format)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(warmup_calls):
-                forward(self.static_input)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
-            self.static_output = forward(self.static_input)
+        # torch.cuda.graph captures on a stream of the current device: make it the run's (replay keeps it)
+        with device_context(device):
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.inference_mode(), torch.cuda.stream(side):
+                for _ in range(warmup_calls):
+                    forward(self.static_input)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(self.graph):
+                self.static_output = forward(self.static_input)
 
     def replay(self, prepared: torch.Tensor) -> torch.Tensor:
         if prepared.shape != self.static_input.shape:

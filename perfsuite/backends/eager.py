@@ -9,13 +9,18 @@ from typing import Any
 import torch
 
 from perfsuite.backends.base import BackendConfig, Runner, RunSpec
-from perfsuite.environment import is_cuda, synchronize, tf32_disabled
+from perfsuite.environment import device_context, is_cuda, synchronize, tf32_disabled
 from perfsuite.models import LoadedModel
 
 
 @dataclasses.dataclass(frozen=True)
 class EagerConfig(BackendConfig):
     channels_last: bool = False  # NHWC memory format for convolutions
+
+
+def _bf16_supported(device: str) -> bool:
+    with device_context(device):  # torch asks the current device
+        return torch.cuda.is_bf16_supported()
 
 
 class EagerRunner(Runner):
@@ -25,7 +30,7 @@ class EagerRunner(Runner):
 
     @classmethod
     def _device_reason(cls, spec: RunSpec) -> str | None:
-        if is_cuda(spec.device) and spec.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        if is_cuda(spec.device) and spec.precision == "bf16" and not _bf16_supported(spec.device):
             name = torch.cuda.get_device_name(spec.device)
             return f"{cls.name}: {name} has no bf16 support (needs compute capability 8.0 or newer)"
         return None

@@ -25,7 +25,7 @@ import torch
 from perfsuite.backends.base import BackendConfig, Runner, RunSpec
 from perfsuite.config import cache_root, load_suite_config
 from perfsuite.engine_cache import CachedArtifact, conversion_facts
-from perfsuite.environment import is_cuda
+from perfsuite.environment import cuda_index, is_cuda
 from perfsuite.errors import BackendError, BackendUnavailable
 from perfsuite.onnx_export import INPUT_NAME, OUTPUT_NAME, export_facts, export_onnx
 
@@ -73,17 +73,21 @@ class OnnxRuntimeRunner(Runner):
         return None
 
     def _providers(self) -> list[Any]:
+        if not is_cuda(self.spec.device):
+            return ["CPUExecutionProvider"]
+        # Each GPU provider is told the run's GPU: ONNX Runtime's default is device 0, whatever --device says.
+        cuda = ("CUDAExecutionProvider", {"device_id": cuda_index(self.spec.device)})
         if self.execution_provider == "TensorrtExecutionProvider":
             shape = f"{INPUT_NAME}:{self.spec.batch_size}x3x224x224"
             options = {
-                "device_id": torch.device(self.spec.device).index or 0,
+                "device_id": cuda_index(self.spec.device),
                 "trt_fp16_enable": self.spec.precision == "fp16",
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(cache_root(load_suite_config()) / "onnxruntime-tensorrt"),
                 "trt_profile_min_shapes": shape, "trt_profile_opt_shapes": shape, "trt_profile_max_shapes": shape,
             }
-            return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider"]
-        return ["CUDAExecutionProvider"] if is_cuda(self.spec.device) else ["CPUExecutionProvider"]
+            return [("TensorrtExecutionProvider", options), cuda]
+        return [cuda]
 
     def _build(self) -> None:
         # One dynamic-batch export serves every batch size.

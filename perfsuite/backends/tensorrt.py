@@ -235,8 +235,7 @@ class EngineSession:
 
     def __init__(self, flavor: TensorRTFlavor, data: bytes, device: str) -> None:
         trt = flavor.module()
-        index = torch.device(device).index
-        self.flavor, self.device = flavor, torch.device("cuda", torch.cuda.current_device() if index is None else index)
+        self.flavor, self.device = flavor, torch.device("cuda", environment.cuda_index(device))
         errors = self._errors = flavor_logger(flavor).errors  # cleared before each checked call
         self._runtime = trt.Runtime(flavor_logger(flavor))  # must outlive the engine
         errors.clear()
@@ -276,7 +275,9 @@ class EngineSession:
         self._inputs_ready.record(current)
         self._stream.wait_event(self._inputs_ready)
         self._errors.clear()
-        if not self._context.execute_async_v3(self._stream.cuda_stream):
+        with torch.cuda.device(self.device):  # TensorRT enqueues in the current device's context: the engine's
+            enqueued = self._context.execute_async_v3(self._stream.cuda_stream)
+        if not enqueued:
             raise BackendError(f"{self.flavor.name}: execute_async_v3 failed: {'; '.join(self._errors)}")
         self._finished.record(self._stream)
         current.wait_event(self._finished)

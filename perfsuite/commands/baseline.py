@@ -54,6 +54,7 @@ def run_record(args: argparse.Namespace) -> int:
     try:
         if args.output:
             recorded = record_runs(args.runs, Path(args.output), args.pytest_args)
+            _note_physical_gpus([load_run(r.path) for r in recorded], "new")
             failed = [r for r in recorded if r.exit_code != 0]
             print(f"perfsuite baseline record: {len(recorded)} runs in {args.output}"
                   + (f"; {len(failed)} had failing tests (compare will report them)" if failed else ""))
@@ -66,7 +67,9 @@ def run_record(args: argparse.Namespace) -> int:
                 print(f"perfsuite baseline record: {len(failed)} of {len(recorded)} runs had failing tests; baseline "
                       "not stored (--allow-failures stores it anyway)", file=sys.stderr)
                 return 1
-            stored = save_baseline(root, [load_run(r.path) for r in recorded])
+            runs = [load_run(r.path) for r in recorded]
+            stored = save_baseline(root, runs)
+            _note_physical_gpus(runs, "baseline")
     except RecordInterrupted as exc:
         print(f"perfsuite baseline record: {exc}", file=sys.stderr)
         return 128 + exc.signum
@@ -80,8 +83,18 @@ def run_save(args: argparse.Namespace) -> int:
 
     runs = load_side(args.runs, args.storage, "runs")
     stored = save_baseline(baseline_dir(args), runs)
+    _note_physical_gpus(runs, "baseline")
     print(f"perfsuite baseline save: {len(runs)} runs stored in {stored}")
     return 0
+
+
+def _note_physical_gpus(runs, side: str) -> None:
+    """Say when the runs came from several physical GPUs of their model (one fingerprint, several cards)."""
+    from perfsuite.gate.hardware import physical_gpu_notes
+
+    named = [(run.path.name, run.machine_info) for run in runs]
+    for note in physical_gpu_notes(named, []) if side == "baseline" else physical_gpu_notes([], named):
+        print(f"perfsuite baseline: note: {note}", file=sys.stderr)
 
 
 def run_fingerprint(args: argparse.Namespace) -> int:

@@ -12,6 +12,11 @@ Software (torch, TensorRT, CUDA, cuDNN, driver, onnxruntime, ...) is not part of
 upgrade on the same hardware is exactly the change a comparison measures, and the report shows
 it at the top as the change under test.
 
+The physical card is not part of it either: runs record the GPU's UUID and PCI bus id
+(:func:`physical_gpu`), so that a baseline recorded on one card of a model can gate runs on another
+card of that model (CI runners of one pool hand out whichever card is free), and
+:func:`physical_gpu_notes` says where the compared runs came from different cards.
+
 Fields come from ``machine_info["perfsuite"]``, which the pytest plugin fills from
 :func:`machine_section`. A run saved without it (plain pytest-benchmark) falls back to
 pytest-benchmark's own CPU fields and counts as a CPU run.
@@ -23,13 +28,15 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 GPU_FIELDS = ("gpu_name", "compute_capability", "gpu_memory_gib", "power_limit_w", "mig_mode", "cpu_model")
 #: read through NVML, so unknown without nvidia-ml-py: compared where both runs know them, not in the id
 NVML_FIELDS = ("power_limit_w", "mig_mode")
 CPU_FIELDS = ("cpu_model", "cpu_count")
+#: which card a GPU run ran on (torch's view, and NVML's where it read the card): recorded, not in the fingerprint
+IDENTITY_FIELDS = ("gpu_uuid", "gpu_pci_bus_id", "nvml_gpu_uuid", "nvml_gpu_pci_bus_id", "cuda_visible_devices")
 SOFTWARE_FIELDS = ("torch", "torchvision", "tensorrt", "tensorrt_rtx", "cuda", "cudnn", "driver", "onnxruntime",
                    "onnx", "onnxscript", "numpy", "python", "perfsuite")
 GIB = 1024**3
@@ -117,3 +124,68 @@ def machine_section(device: str) -> dict[str, Any]:
 def current_fingerprint(device: str) -> HardwareFingerprint:
     """The fingerprint this machine's runs on ``device`` will have."""
     return fingerprint({"perfsuite": machine_section(device)})
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalGpu:
+    """The card a GPU run ran on: its UUID and PCI bus id as ``nvidia-smi`` writes them."""
+
+    uuid: str | None
+    pci_bus_id: str | None
+
+    @property
+    def key(self) -> str:
+        """What tells two cards apart: the UUID where recorded, else the PCI bus id (one host only)."""
+        return self.uuid or f"PCI {self.pci_bus_id}"
+
+    @property
+    def label(self) -> str:
+        return " at ".join(part for part in (self.uuid, self.pci_bus_id) if part)
+
+
+def physical_gpu(machine_info: Mapping[str, Any]) -> PhysicalGpu | None:
+    """The card of a GPU run, or None: a CPU run, or a run saved before perfsuite recorded it."""
+    section = _section(machine_info)
+    if section is None or not str(section.get("device", "cpu")).startswith("cuda"):
+        return None
+    uuid, bus_id = section.get("gpu_uuid"), section.get("gpu_pci_bus_id")
+    return PhysicalGpu(str(uuid), str(bus_id) if bus_id else None) if uuid else (
+        PhysicalGpu(None, str(bus_id)) if bus_id else None)
+
+
+def _cards_of(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, list[str]], list[str]]:
+    """card label -> names of the runs on it; names of GPU runs that did not record their card."""
+    cards: dict[str, tuple[str, list[str]]] = {}  # key -> (label, runs)
+    unknown = []
+    for name, machine_info in runs:
+        card = physical_gpu(machine_info)
+        if card is not None:
+            cards.setdefault(card.key, (card.label, []))[1].append(name)
+        elif str((_section(machine_info) or {}).get("device", "cpu")).startswith("cuda"):
+            unknown.append(name)
+    return dict(cards.values()), unknown
+
+
+def physical_gpu_notes(baseline: Sequence[tuple[str, Mapping[str, Any]]],
+                       new: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """What a comparison must say about the physical GPUs of its runs, each given as (name, machine_info):
+    the runs of one side on several cards, the two sides on different cards, runs that did not record
+    their card while others did. Empty where every run ran on one card, or on the CPU."""
+    sides = {"baseline": _cards_of(baseline), "new": _cards_of(new)}
+    notes = []
+    for side, (cards, _) in sides.items():
+        if len(cards) > 1:
+            listing = "; ".join(f"{label} ({', '.join(names)})" for label, names in cards.items())
+            notes.append(f"the {side} runs ran on {len(cards)} physical GPUs: {listing}. Differences "
+                         "between the cards count as run-to-run noise (a larger MDE)")
+    base_cards, new_cards = set(sides["baseline"][0]), set(sides["new"][0])
+    if base_cards and new_cards and not base_cards & new_cards:
+        notes.append(f"the baseline and new runs ran on different physical GPUs (baseline: "
+                     f"{', '.join(sorted(base_cards))}; new: {', '.join(sorted(new_cards))}): a difference between "
+                     "the cards is part of the change measured")
+    if base_cards or new_cards:
+        for side, (_, unknown) in sides.items():
+            if unknown:
+                notes.append(f"{len(unknown)} {side} run(s) did not record their physical GPU (saved before "
+                             f"perfsuite recorded it): {', '.join(unknown)}")
+    return notes

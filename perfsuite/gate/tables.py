@@ -138,6 +138,7 @@ def render_result(result: GateResult, markdown: bool = False) -> str:
     lines += [*_conclusions(result), *([""] if _conclusions(result) else [])]
     lines.append(f"{bold('hardware')}: {result.hardware.label} (`{result.hardware.id}`)" if markdown
                  else f"hardware: {result.hardware.label} ({result.hardware.id})")
+    lines += [f"{bold('physical GPUs')}: {note}" for note in result.physical_gpus]
     if result.hardware_mismatch:
         lines.append(f"{bold('hardware mismatch allowed')} (--allow-hardware-mismatch); numbers not comparable:")
         lines.append(render_table(["field", "baseline", "new"], result.hardware_mismatch, markdown))

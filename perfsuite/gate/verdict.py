@@ -69,7 +69,7 @@ from functools import lru_cache
 from typing import Any
 
 from perfsuite.errors import InputError
-from perfsuite.gate.hardware import HardwareFingerprint, mismatches
+from perfsuite.gate.hardware import HardwareFingerprint, mismatches, physical_gpu_notes
 from perfsuite.gate.runs import BenchmarkRecord, SavedRun
 from perfsuite.gate.settings import GateSettings
 from perfsuite.telemetry import measurement_problems
@@ -321,6 +321,8 @@ class GateResult:
     software_same: dict[str, str]
     backend_failures: list[str]
     family_size: int  # rows compared on time: the MDE assumes the test at alpha / family_size
+    #: runs on different physical GPUs of the fingerprint (``gate.hardware.physical_gpu_notes``)
+    physical_gpus: list[str] = dataclasses.field(default_factory=list)
 
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.comparisons)
@@ -359,6 +361,7 @@ class GateResult:
                            "mde_power": self.settings.power},
             "hardware": {"id": self.hardware.id, "label": self.hardware.label, **self.hardware.as_dict()},
             "hardware_mismatch": [list(row) for row in self.hardware_mismatch],
+            "physical_gpus": self.physical_gpus,
             "config_mismatch": [list(row) for row in self.config_mismatch],
             "software_changes": [list(row) for row in self.software_changes],
             "host_probe_s": {"baseline": [r.host_speed_s for r in self.baseline_runs],
@@ -623,4 +626,10 @@ def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]
     same = {name: version for name, version in before.items() if after.get(name) == version}
     return GateResult(settings, list(baseline_runs), list(new_runs), comparisons, baseline_runs[0].fingerprint,
                       hardware_rows, config_rows, changes, same, _backend_failures(new_runs, settings.require_backends),
-                      len(compared))
+                      len(compared), _physical_gpus(baseline_runs, new_runs))
+
+
+def _physical_gpus(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]) -> list[str]:
+    """Notes on the physical GPUs the runs ran on (several cards of one model are one fingerprint)."""
+    return physical_gpu_notes([(run.path.name, run.machine_info) for run in baseline_runs],
+                              [(run.path.name, run.machine_info) for run in new_runs])
