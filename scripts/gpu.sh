@@ -4,6 +4,8 @@
 #   RUNS=7 bash scripts/gpu.sh drill                      # the gate drill (scripts/gate_drill.py) into
 #   START=8 RUNS=3 FINISH=1 bash scripts/gpu.sh drill     # $DRILL_DIR (/tmp/drill), added to on a warm machine
 #   bash scripts/gpu.sh tests                             # the README's test command, timed
+#   bash scripts/gpu.sh multigpu                          # issue 18 on a 2+ GPU machine (nvidia-h100-x2):
+#                                                         # every figure of a cuda:1 run reads GPU 1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -32,6 +34,18 @@ tests() {
         --junitxml="$OUT/tests.xml" --benchmark-json="$OUT/tests-benchmarks.json" > "$OUT/tests.log" 2>&1
     echo "pytest exit $? after $SECONDS s" | tee -a "$OUT/tests.log"
     tail -3 "$OUT/tests.log"
+}
+
+multigpu() {
+    # tests/test_multi_gpu.py's GPU tests: a cuda:0 run records nvidia-smi's UUID and PCI bus id; the default
+    # tier on cuda:1 (quiet, then with a matrix-product loop on cuda:0, then as cuda:0 under
+    # CUDA_VISIBLE_DEVICES=1) reads every figure from GPU 1. On one GPU the second test skips, saying so.
+    nvidia-smi --query-gpu=index,uuid,pci.bus_id,name --format=csv > "$OUT/multigpu-gpus.csv" 2>&1
+    SECONDS=0
+    timeout -s INT "${MULTIGPU_S:-560}" python3 -m pytest tests/test_multi_gpu.py -m gpu -s -v -rs \
+        -p no:cacheprovider --junitxml="$OUT/multigpu.xml" > "$OUT/multigpu.log" 2>&1
+    echo "pytest exit $? after $SECONDS s" | tee -a "$OUT/multigpu.log"
+    tail -4 "$OUT/multigpu.log"
 }
 
 "$1"
