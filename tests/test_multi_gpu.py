@@ -203,6 +203,18 @@ def test_converted_tensorrt_modules_run_on_the_inputs_device(host):
     assert runner.infer(types.SimpleNamespace(device=torch.device("cuda", 1))) == 1
 
 
+def test_torch_tensorrt_programs_are_cached_per_cuda_ordinal(monkeypatch):
+    """A saved Torch-TensorRT program deserializes onto the ordinal it was built on: one built for cuda:1
+    must not be loaded for a run on cuda:0, even of the same GPU model (TensorRT cannot exist here)."""
+    from perfsuite.backends.torch_tensorrt import TorchTensorRTRunner
+
+    TwoGpuHost([CARDS[1], CARDS[1]]).install(monkeypatch)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.13.0"))
+    model = types.SimpleNamespace(name="alexnet", fingerprint="f" * 64)
+    keys = [TorchTensorRTRunner(model, RunSpec("fp16", 1, device))._key() for device in ("cuda:0", "cuda:1")]
+    assert keys[0].target == keys[1].target and keys[0].digest != keys[1].digest
+
+
 # -- NVML: the handle of the GPU torch means, by UUID or PCI bus id, never by index ------------------
 
 

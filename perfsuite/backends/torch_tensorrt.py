@@ -23,7 +23,7 @@ import torch
 
 from perfsuite.backends.converted import ConvertedModuleRunner
 from perfsuite.engine_cache import ArtifactKey, Built, gpu_target
-from perfsuite.environment import package_version
+from perfsuite.environment import cuda_index, package_version
 from perfsuite.onnx_export import IMAGE_SHAPE
 
 
@@ -50,7 +50,8 @@ class TorchTensorRTRunner(ConvertedModuleRunner):
                             f"torch {torch.__version__}",
             model=self.model.name, model_fingerprint=self.model.fingerprint, target=gpu_target(self.spec.device),
             precision=self.spec.precision, shapes={"x": [self.spec.batch_size, *IMAGE_SHAPE]},
-            options={"ir": "dynamo", "saved_as": "exported_program"},
+            # the saved program names the CUDA ordinal it was built on, and Torch-TensorRT deserializes onto it
+            options={"ir": "dynamo", "saved_as": "exported_program", "cuda_index": cuda_index(self.spec.device)},
         )
 
     def _convert(self) -> Built:
