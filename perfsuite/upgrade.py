@@ -203,12 +203,14 @@ def _versions(gate: GateResult) -> tuple[str, list[str]]:
 
 
 def _hardware(gate: GateResult) -> tuple[str, list[str]]:
+    cards = [f"Physical GPUs: {note}." for note in gate.physical_gpus]  # one model, several cards
     if not gate.hardware_mismatch:
-        return f"same: {gate.hardware.label}", [f"Both sides ran on {gate.hardware.label} (`{gate.hardware.id}`)."]
+        return f"same: {gate.hardware.label}", [f"Both sides ran on {gate.hardware.label} (`{gate.hardware.id}`).",
+                                                *cards]
     summary = "**DIFFERS** (" + "; ".join(f"{field} {a} → {b}" for field, a, b in gate.hardware_mismatch) + ")"
     lines = ["**OLD and NEW ran on different hardware** (compared with `--allow-hardware-mismatch`): the speed "
              "and memory verdicts below compare two machines, not only the upgrade.", "",
-             render_table(["field", "OLD", "NEW"], gate.hardware_mismatch, True)]
+             render_table(["field", "OLD", "NEW"], gate.hardware_mismatch, True), *cards]
     return summary, lines
 
 

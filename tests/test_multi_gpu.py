@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from perfsuite import environment, telemetry
+from perfsuite import environment, telemetry, upgrade
 from perfsuite.backends.base import Runner, RunSpec
 from perfsuite.backends.eager import EagerRunner
 from perfsuite.backends.onnxruntime import OnnxRuntimeCudaRunner, OnnxRuntimeRunner, OnnxRuntimeTensorRTRunner
@@ -328,6 +328,7 @@ def test_two_cards_of_one_model_share_a_fingerprint_and_the_gate_says_so(tmp_pat
     assert UUIDS[0] in result.physical_gpus[0] and UUIDS[1] in result.physical_gpus[0]
     assert "physical GPUs: the baseline and new runs ran on different" in render_result(result)
     assert result.as_dict()["physical_gpus"] == result.physical_gpus
+    assert f"Physical GPUs: {result.physical_gpus[0]}." in upgrade._hardware(result)[1]  # upgrade-report's page
     # the command line: allowed (exit as the numbers decide), said in the report and the JSON
     report = tmp_path / "gate.json"
     code = main(["compare", str(tmp_path / "baseline"), str(tmp_path / "new"), "--json", str(report)])

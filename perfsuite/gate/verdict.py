@@ -626,7 +626,7 @@ def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]
     same = {name: version for name, version in before.items() if after.get(name) == version}
     return GateResult(settings, list(baseline_runs), list(new_runs), comparisons, baseline_runs[0].fingerprint,
                       hardware_rows, config_rows, changes, same, _backend_failures(new_runs, settings.require_backends),
-                      len(compared), _physical_gpus(baseline_runs, new_runs))
+                      len(compared), physical_gpus=_physical_gpus(baseline_runs, new_runs))
 
 
 def _physical_gpus(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]) -> list[str]:
