@@ -87,6 +87,10 @@ class DeviceNotFound(LookupError):
     """NVML has no GPU matching torch's device by UUID or PCI bus id; the message says what was tried."""
 
 
+class GpuTelemetryUnavailable(UserWarning):
+    """NVML is running, but the run's GPU cannot be found in it (:func:`_handle`)."""
+
+
 def _handle(nvml: Any, device: str) -> Any:
     """The NVML handle of torch's ``device``, matched by its UUID, else by its PCI bus id (both from torch's
     device properties). Never by index: ``CUDA_VISIBLE_DEVICES`` renumbers torch's devices but not NVML's,
@@ -131,10 +135,6 @@ def _warn_unmatched(reason: str) -> None:
     import warnings
 
     warnings.warn(reason, GpuTelemetryUnavailable, stacklevel=3)
-
-
-class GpuTelemetryUnavailable(UserWarning):
-    """NVML is running, but the run's GPU cannot be found in it (:func:`_handle`)."""
 
 
 def _device_handle(nvml: Any, device: str) -> Any:
