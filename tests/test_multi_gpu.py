@@ -58,6 +58,7 @@ CARDS = [
 ]
 UUIDS = ["GPU-" + card.uuid for card in CARDS]
 BUS_IDS = ["00000000:3B:00.0", "00000000:86:00.0"]
+MIB = 1 << 20
 
 
 class TwoGpuHost:
@@ -486,11 +487,14 @@ def test_two_gpus_every_figure_of_a_run_on_cuda1_reads_gpu_1(tmp_path):
     print(f"{'row':<48} {'quiet':>10} {'loaded':>10} {'visible=1':>10}  peak MiB quiet/loaded/visible=1")
     for run in (loaded, renumbered):
         for name, (median, peak, others) in row_figures(run).items():
+            if name not in base:
+                problems.append(f"{name}: measured under load but not on the quiet host")
+                continue
             quiet_median, quiet_peak, _ = base[name]
             if others:
                 problems.append(f"{name}: {others} other process(es) seen on GPU 1")
-            if peak is not None and quiet_peak is not None and abs(peak - quiet_peak) > max(64 << 20, 0.1 * quiet_peak):
-                problems.append(f"{name}: peak GPU memory {peak >> 20} MiB against {quiet_peak >> 20} MiB quiet")
+            if peak is not None and quiet_peak is not None and abs(peak - quiet_peak) > max(64 * MIB, 0.1 * quiet_peak):
+                problems.append(f"{name}: peak GPU memory {peak / MIB:.0f} MiB, {quiet_peak / MIB:.0f} MiB quiet")
             batch = next(row["extra_info"].get("batch_size") for row in run["benchmarks"] if row["name"] == name)
             if isinstance(batch, int) and batch >= 64 and abs(median / quiet_median - 1) > 0.10:
                 problems.append(f"{name}: median {median * 1e3:.3f} ms against {quiet_median * 1e3:.3f} ms quiet")
@@ -498,6 +502,6 @@ def test_two_gpus_every_figure_of_a_run_on_cuda1_reads_gpu_1(tmp_path):
         other = [row_figures(run).get(name, (None, None, None)) for run in (loaded, renumbered)]
         print(f"{name:<48} {median * 1e3:>9.3f}m " + " ".join(f"{o[0] * 1e3:>9.3f}m" if o[0] else f"{'-':>10}"
                                                                for o in other)
-              + "  " + "/".join(str(v >> 20) if v is not None else "-" for v in (peak, other[0][1], other[1][1])))
+              + "  " + "/".join(f"{v / MIB:.0f}" if v is not None else "-" for v in (peak, other[0][1], other[1][1])))
     assert not problems, "\n".join(problems)
 
