@@ -39,10 +39,13 @@ tests() {
 multigpu() {
     # tests/test_multi_gpu.py's GPU tests: a cuda:0 run records nvidia-smi's UUID and PCI bus id; the default
     # tier on cuda:1 (quiet, then with a matrix-product loop on cuda:0, then as cuda:0 under
-    # CUDA_VISIBLE_DEVICES=1) reads every figure from GPU 1. On one GPU the second test skips, saying so.
+    # CUDA_VISIBLE_DEVICES=1) reads every figure from GPU 1; TensorRT, CUDA graphs and ONNX Runtime's GPU
+    # providers build and run on cuda:1. On one GPU the two-GPU tests skip, saying so.
     nvidia-smi --query-gpu=index,uuid,pci.bus_id,name --format=csv > "$OUT/multigpu-gpus.csv" 2>&1
     SECONDS=0
-    timeout -s INT "${MULTIGPU_S:-560}" python3 -m pytest tests/test_multi_gpu.py -m gpu -s -v -rs \
+    # MULTIGPU_K: a pytest -k expression to run part of them per call (e.g. two_gpus_every) within 10 minutes
+    local select=(); [ -n "${MULTIGPU_K:-}" ] && select=(-k "$MULTIGPU_K")
+    timeout -s INT "${MULTIGPU_S:-560}" python3 -m pytest tests/test_multi_gpu.py -m gpu ${select[@]+"${select[@]}"} -s -v -rs \
         -p no:cacheprovider --junitxml="$OUT/multigpu.xml" > "$OUT/multigpu.log" 2>&1
     echo "pytest exit $? after $SECONDS s" | tee -a "$OUT/multigpu.log"
     tail -4 "$OUT/multigpu.log"

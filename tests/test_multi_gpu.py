@@ -10,7 +10,9 @@ runs (the H200 drill's) whose machine_info differ only in the card.
 
 On a GPU machine (``@pytest.mark.gpu``): a short run on ``cuda:0`` records the UUID and PCI bus id
 ``nvidia-smi`` gives for that GPU; with two GPUs, the default tier on ``cuda:1`` while a matrix-product
-loop loads ``cuda:0`` reads every figure from GPU 1 (``scripts/gpu.sh multigpu`` runs it).
+loop loads ``cuda:0`` reads every figure from GPU 1, and the backends that use the current device
+(TensorRT, CUDA graphs, ONNX Runtime's GPU providers) build and run on ``cuda:1``
+(``scripts/gpu.sh multigpu`` runs them).
 """
 
 from __future__ import annotations
@@ -505,3 +507,26 @@ def test_two_gpus_every_figure_of_a_run_on_cuda1_reads_gpu_1(tmp_path):
               + "  " + "/".join(f"{v / MIB:.0f}" if v is not None else "-" for v in (peak, other[0][1], other[1][1])))
     assert not problems, "\n".join(problems)
 
+
+
+@pytest.mark.gpu
+def test_two_gpus_tensorrt_and_graph_backends_run_on_cuda1(tmp_path):
+    """The backends that use the current device (TensorRT's builder and execution context, CUDA graph
+    capture, ONNX Runtime's providers) on cuda:1: built, loaded and timed there, parity checked, every
+    reading GPU 1's. A backend this machine lacks skips, with its reason printed."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA GPUs; torch sees {torch.cuda.device_count()}")
+    cards = nvidia_smi_cards()
+    run = run_tier(tmp_path, "device-backends-cuda1", "cuda:1", [
+        "benchmarks/test_latency.py", "--backends", "tensorrt,cudagraph,onnxruntime-cuda,onnxruntime-trt",
+        "--precisions", "fp16", "--batch-sizes", "1,64", "--benchmark-max-time", "0.1"])
+    for outcome in run["perfsuite"]["outcomes"]:
+        print(f"{outcome['outcome']}: {outcome['nodeid'].split('::')[-1]}: {outcome['reason']}")
+    if not run["benchmarks"]:
+        pytest.skip("no device backend could run on this machine (reasons above)")
+    check_run_reads(run, cards[1], 1, nvml=telemetry.unavailable_reason() is None)
+    for row in run["benchmarks"]:
+        info = row["extra_info"]
+        print(f"{row['name']}: {row['stats']['median'] * 1e3:.3f} ms, peak {info['peak_gpu_memory_bytes'] / MIB:.0f} "
+              f"MiB on GPU 1, parity {info['parity']['passed'] if info.get('parity') else '-'}")
+        assert info["peak_gpu_memory_bytes"] > 0, f"{row['name']}: nothing held on GPU 1"
