@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
 import time
 import types
 from pathlib import Path
@@ -12,8 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "docs" / "results" / "2026-12-01-h200-gate-drill" / "runs"
-sys.path.insert(0, str(ROOT / "scripts"))
-import gate_drill  # noqa: E402
+_SPEC = importlib.util.spec_from_file_location("gate_drill", ROOT / "scripts" / "gate_drill.py")
+gate_drill = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(gate_drill)
 
 pytestmark = pytest.mark.skipif(not RUNS.is_dir(), reason="the H200 gate drill's runs are not in docs/results")
 
