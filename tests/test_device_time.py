@@ -362,3 +362,19 @@ def test_onnxruntime_on_a_gpu_declares_its_reason_without_trying(alexnet):
         runner.release()
     assert measured.device_time["reason"] == OnnxRuntimeCudaRunner.device_time_unavailable
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.gpu
+def test_without_stream_memory_operations_a_verified_spin_holds(monkeypatch):
+    """A driver without cuStreamWaitValue32: the timed spin kernel holds instead, and says why."""
+
+    def no_driver() -> None:
+        raise dt.HoldUnavailable("the CUDA driver has no cuStreamWaitValue32")
+
+    monkeypatch.setattr(dt, "_Driver", no_driver)
+    cycles = _sleep_cycles(0.2e-3)
+    torch.cuda._sleep(cycles)
+    device, _ = dt.device_and_host_time(lambda: torch.cuda._sleep(cycles), "cuda", 0.2e-3, 0.3)
+    assert device["available"] and device["hold"] == dt.SPIN_HOLD, device
+    assert device["flag_hold_unavailable"] == "the CUDA driver has no cuStreamWaitValue32"
+    assert device["median_s"] == pytest.approx(0.2e-3, rel=0.05)
