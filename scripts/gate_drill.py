@@ -226,7 +226,10 @@ def pytest_configure(config) -> None:
     if variant == "base":
         return
     if device_fraction and host_fraction:
-        raise ValueError("gate drill: --drill-slowdown and --drill-host-slowdown are separate variants")
+        import pytest
+
+        raise pytest.UsageError("gate drill: --drill-slowdown and --drill-host-slowdown are separate variants; "
+                                "give one")
     calibration_file = Path(config.getoption("--drill-calibration") or os.devnull)
     field = "elements" if variant == "slowed" else "busy_s"
     sizes = _calibration(calibration_file, field)
