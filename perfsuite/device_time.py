@@ -279,6 +279,9 @@ def time_apart(stream: HeldStream, call: Callable[[], Any], per_call_s: float, b
     host_per_call = [b.host_s / b.calls for b in accepted]
     d_q1, d_median, d_q3 = quartiles(device_per_call)
     h_q1, h_median, h_q3 = quartiles(host_per_call)
+    if d_median <= 0 or h_median <= 0:  # a figure of nothing: the gate would divide by it
+        return unavailable(f"device time: the calls did no measurable work (device {d_median:.3g} s, host "
+                           f"{h_median:.3g} s per call)")
     device = {
         "available": True, "reason": None, "median_s": d_median, "q1_s": d_q1, "q3_s": d_q3,
         "blocks": len(accepted), "calls_per_block": calls, "hold": stream.hold_name,

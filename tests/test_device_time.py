@@ -205,6 +205,23 @@ def test_an_exception_in_the_call_still_releases_the_hold():
     assert done.wait(1), "the stream stayed held"
 
 
+def test_calls_that_do_no_device_work_give_no_figure():
+    stream = ThreadStream()  # its markers read the same instant when nothing runs between them
+    stream.marker = lambda: _InstantMarker()  # type: ignore[method-assign]
+    device, host = dt.time_apart(stream, lambda: _busy(1e-4), per_call_s=1e-4, budget_s=0.1, watchdog_min_s=0.5)
+    assert not device["available"] and "no measurable work" in device["reason"] and host["median_s"] is None
+
+
+class _InstantMarker:
+    """A marker of a stream with no clock resolution: both ends of any block read the same time."""
+
+    def done(self) -> bool:
+        return False
+
+    def seconds_until(self, later: _InstantMarker) -> float:
+        return 0.0
+
+
 def test_median_ci_halfwidth():
     assert timing.median_ci_halfwidth([1.0] * 5) is None
     assert timing.median_ci_halfwidth([1.0] * 20) == 0
