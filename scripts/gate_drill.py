@@ -115,16 +115,21 @@ def _held_figures(call, device: str, latency_s: float, cannot_hold: str | None) 
     return device_and_host_time(call, device, latency_s, 0.3, cannot_hold)
 
 
+def _plain_figure(call, device: str, cannot_hold: str | None, figure: str) -> tuple[float, str]:
+    """(per call, which figure): ``figure`` ("device_time" or "host_time") of ``call`` from held blocks where
+    the row has it, else its latency as perfsuite.measure times it."""
+    latency_s, _ = _per_call_ratio(call, call, device, seconds=0.1)
+    fields = dict(zip(("device_time", "host_time"), _held_figures(call, device, latency_s, cannot_hold)))
+    return (fields[figure]["median_s"], figure) if fields[figure]["available"] else (latency_s, "latency")
+
+
 def _figure_ratio(plain, slowed, device: str, cannot_hold: str | None, figure: str) -> tuple[float, float, str]:
-    """(plain per call, slowed / plain, which figure): of ``figure`` ("device_time" or "host_time") from held
-    blocks where the row has it, else of the latency as perfsuite.measure times it."""
-    latency_s, _ = _per_call_ratio(plain, plain, device, seconds=0.1)
-    plain_fields = dict(zip(("device_time", "host_time"), _held_figures(plain, device, latency_s, cannot_hold)))
-    if plain_fields[figure]["available"]:
-        slowed_fields = dict(zip(("device_time", "host_time"), _held_figures(slowed, device, latency_s, cannot_hold)))
-        if slowed_fields[figure]["available"]:
-            base = plain_fields[figure]["median_s"]
-            return base, slowed_fields[figure]["median_s"] / base, figure
+    """(plain per call, slowed / plain, which figure), of ``figure`` where the row has it (see _plain_figure)."""
+    plain_s, measured = _plain_figure(plain, device, cannot_hold, figure)
+    if measured == figure:
+        slowed_s, slowed_measured = _plain_figure(slowed, device, cannot_hold, figure)
+        if slowed_measured == figure:
+            return plain_s, slowed_s / plain_s, figure
     plain_s, ratio = _per_call_ratio(plain, slowed, device)
     return plain_s, ratio, "latency"
 
@@ -153,9 +158,7 @@ def slow_down(runner: Any, images: Any, fraction: float, elements: int | None = 
         for _ in range(3):
             time_once(probe.run, device)
         per_element = statistics.median(time_once(probe.run, device)[0] for _ in range(10)) / probe.elements
-        state["extra"] = ExtraWork(device, 1024)
-        plain_s, _, figure = _figure_ratio(lambda: infer(prepared), lambda: slowed_infer(prepared), device,
-                                           cannot_hold, "device_time")
+        plain_s, _ = _plain_figure(lambda: infer(prepared), device, cannot_hold, "device_time")
         elements = max(1024, int(fraction * plain_s / per_element))
         for _ in range(5):
             state["extra"] = ExtraWork(device, elements)
@@ -185,12 +188,9 @@ def slow_host(runner: Any, images: Any, fraction: float, busy_s: float | None = 
     facts: dict[str, Any] = {}
     if busy_s is None:
         prepared = runner.prepare(tile_batch(images, runner.spec.batch_size))
-        latency_s, _ = _per_call_ratio(lambda: infer(prepared), lambda: infer(prepared), device, seconds=0.2)
-        host = _held_figures(lambda: infer(prepared), device, latency_s, runner.device_time_unavailable)[1]
-        if host["available"]:
-            host_s, basis = host["median_s"], "host_time"
-        else:
-            host_s, basis = latency_s, "latency" + ("" if not is_cuda(device) else " (no host time for this row)")
+        host_s, basis = _plain_figure(lambda: infer(prepared), device, runner.device_time_unavailable, "host_time")
+        if basis == "latency" and is_cuda(device):
+            basis = "latency (no host time for this row)"
         busy_s = fraction * host_s
         facts = {"plain_per_call_s": host_s, "calibrated_on": basis}
 

@@ -80,3 +80,33 @@ def test_record_refuses_an_unknown_variant(capsys):
         gate_drill.main(["record", "/nonexistent", "--variants", "base,slower"])
     assert exit_info.value.code == 2
     assert "--variants 'base,slower': choose from base, slowed, host-slowed" in capsys.readouterr().err
+
+
+def test_slowdowns_are_sized_and_applied_on_a_real_runner_call():
+    """On the CPU (no held stream) both are sized on the latency; the slowed calls still return the output."""
+    import torch
+
+    from perfsuite.backends.base import RunSpec
+
+    weight = torch.randn(16, 3, 3, 3)
+
+    def infer(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, weight)
+
+    images = torch.rand(2, 3, 64, 64)
+    expected = infer(images[:1])
+    device_runner = types.SimpleNamespace(spec=RunSpec("fp32", 1, "cpu"), prepare=lambda x: x, infer=infer,
+                                          device_time_unavailable=None)
+    facts = gate_drill.slow_down(device_runner, images, 0.5)
+    assert facts["calibrated_on"] == "latency" and facts["elements"] >= 1024
+    assert 0.25 < facts["calibrated_effect"] < 1.0  # closed loop towards +50%
+    assert torch.equal(device_runner.infer(images[:1]), expected)
+
+    host_runner = types.SimpleNamespace(spec=RunSpec("fp32", 1, "cpu"), prepare=lambda x: x, infer=infer,
+                                        device_time_unavailable=None)
+    facts = gate_drill.slow_host(host_runner, images, 0.05)
+    assert facts["calibrated_on"] == "latency"
+    assert facts["busy_s"] == pytest.approx(0.05 * facts["plain_per_call_s"])
+    started = time.thread_time()
+    assert torch.equal(host_runner.infer(images[:1]), expected)
+    assert time.thread_time() - started >= facts["busy_s"]
