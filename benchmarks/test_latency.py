@@ -30,7 +30,8 @@ def test_latency(benchmark, case, runner_pool, fixture_images, reference_outputs
 
     prepared = runner.prepare(batch)
     benchmark.group = f"latency {loaded_model.name} {spec.precision} batch {spec.batch_size}"
-    measured = measure(lambda: runner.infer(prepared), spec.device, measure_settings, benchmark)
+    measured = measure(lambda: runner.infer(prepared), spec.device, measure_settings, benchmark,
+                       device_and_host=True, cannot_hold=runner.device_time_unavailable)
     pooled.footprint.sample()
     gate = settings_from_config(suite_options.config)
     stability = stability_info(benchmark.stats.stats, gate.cv_threshold) if benchmark.stats else None

@@ -15,7 +15,12 @@ Every benchmark, ``perfsuite predict`` and the end-to-end pipeline time through 
    and slow modes, 397-925 µs per-process medians for one loop on one H200 machine); the probe,
    interleaved with the model's rounds, measures that state, and the gate compares
    ``median / probe median`` where that is steadier between runs (``gate.verdict``).
-4. **Telemetry** around the rounds: GPU throttling and other GPU processes (NVML), CPU time taken
+4. **Device time and host time, apart** (latency rows, ``device_and_host=True``): after the rounds,
+   blocks of calls enqueued on a held CUDA stream give the device's time per call (CUDA events,
+   no host gap in it) and the host's CPU time per call of the enqueue (``perfsuite.device_time``,
+   docs/measurement.md), for about ``HELD_TIME_FRACTION`` of the rounds' time budget. On the CPU,
+   or for a runner that declares its calls cannot be held, both are recorded unavailable with why.
+5. **Telemetry** around the rounds: GPU throttling and other GPU processes (NVML), CPU time taken
    by other processes (``telemetry``).
 
 Memory is measured per runner by :class:`RunnerFootprint`, around its build, load and first call,
@@ -38,6 +43,7 @@ from typing import Any
 import torch
 
 from perfsuite import telemetry
+from perfsuite.device_time import device_and_host_time
 from perfsuite.environment import is_cuda, synchronize
 from perfsuite.timing import plan_rounds, synchronized, time_once, timer_overhead
 
@@ -45,6 +51,8 @@ from perfsuite.timing import plan_rounds, synchronized, time_once, timer_overhea
 MAX_TIMER_FRACTION = 0.01
 MAX_CALLS_PER_ROUND = 1000
 PROBE_OPS = 20
+#: the held blocks (device and host time) take about this fraction of --benchmark-max-time
+HELD_TIME_FRACTION = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +129,8 @@ class Measurement:
     host_probe: dict[str, Any] | None
     gpu_telemetry: dict[str, Any] | None
     host_telemetry: dict[str, Any] | None
+    device_time: dict[str, Any] | None = None  # with host_time: only where asked for (latency rows)
+    host_time: dict[str, Any] | None = None
 
     @property
     def median_s(self) -> float | None:
@@ -128,8 +138,11 @@ class Measurement:
 
     def row_fields(self) -> dict[str, Any]:
         """The extra_info fields of a benchmark row that come from this measurement."""
-        return {"timing": self.timing, "host_probe": self.host_probe, "gpu_telemetry": self.gpu_telemetry,
-                "host_telemetry": self.host_telemetry}
+        fields = {"timing": self.timing, "host_probe": self.host_probe, "gpu_telemetry": self.gpu_telemetry,
+                  "host_telemetry": self.host_telemetry}
+        if self.device_time is not None:
+            fields.update(device_time=self.device_time, host_time=self.host_time)
+        return fields
 
     def problems(self, host_contention: float) -> list[str]:
         """What makes this measurement doubtful (throttling, a shared GPU or CPU), for a warning."""
@@ -137,9 +150,12 @@ class Measurement:
 
 
 def measure(call: Callable[[], Any], device: str, settings: MeasureSettings, benchmark: Any = None,
-            *, max_calls_per_round: int = MAX_CALLS_PER_ROUND) -> Measurement:
+            *, max_calls_per_round: int = MAX_CALLS_PER_ROUND, device_and_host: bool = False,
+            cannot_hold: str | None = None) -> Measurement:
     """Warm up, plan and time ``call`` (see the module docstring); with ``benchmark`` (pytest-benchmark's
-    fixture) the rounds run through its pedantic mode and its statistics are the stored ones."""
+    fixture) the rounds run through its pedantic mode and its statistics are the stored ones. With
+    ``device_and_host``, device time and host time are measured apart after the rounds (``cannot_hold``:
+    why the call's stream cannot be held, e.g. ``Runner.device_time_unavailable``)."""
     warmup = max(settings.warmup_rounds, 1)
     estimates = [time_once(call, device)[0] for _ in range(warmup)]
     per_call = statistics.median(estimates[len(estimates) // 2:])  # the later, warm half
@@ -168,6 +184,11 @@ def measure(call: Callable[[], Any], device: str, settings: MeasureSettings, ben
                 samples.append((time.perf_counter() - started) / calls)
                 if probe is not None:
                     probe.block()
+        device_time = host_time = None
+        if device_and_host:
+            latency = statistics.median(samples) if samples else per_call
+            device_time, host_time = device_and_host_time(call, device, latency,
+                                                          HELD_TIME_FRACTION * settings.max_time, cannot_hold)
     if benchmark is not None and probe is not None and calls > 1 and len(probe.samples) > rounds:
         probe.samples.pop()  # pytest-benchmark's extra untimed call for the result ran one more teardown
     median = statistics.median(samples) if samples else per_call
@@ -183,7 +204,7 @@ def measure(call: Callable[[], Any], device: str, settings: MeasureSettings, ben
         "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
     return Measurement(samples, timing, probe.as_dict() if probe else None, gpu_watch.as_dict(),
-                       host_watch.as_dict())
+                       host_watch.as_dict(), device_time, host_time)
 
 
 def measure_one_shot(call: Callable[..., Any], device: str, benchmark: Any, rounds: int, *,

@@ -28,6 +28,19 @@ Schema 1 (all times in seconds, memory in bytes; ``None`` where not measurable):
     timing              {"clock", "synchronized", "warmup_rounds", "rounds", "calls_per_round" (calls
                         timed per round, synchronized after the last), "timer_overhead_s",
                         "timer_overhead_fraction" (of a round), "gc_disabled", "cpu_affinity"}
+    device_time         latency rows only: the device's time per call, measured with the stream held
+                        while the host enqueued a block of calls (``perfsuite.device_time``,
+                        docs/measurement.md): {"available", "reason" (why not, else null), "median_s",
+                        "q1_s", "q3_s" (per call, over verified blocks), "blocks", "calls_per_block",
+                        "hold" (which hold), "blocks_rejected" (blocks whose hold did not cover the
+                        enqueue: never in the figure), "rejections" ({reason: count} or null),
+                        "timer_overhead_s" (event pair per call, from an empty held block),
+                        "relative_ci_halfwidth" (of the median), "method", "flag_hold_unavailable"
+                        (only where the spin hold was used: why not the flag)}; on the CPU, or for a
+                        runner whose calls cannot be held, "available" false and the figures null
+    host_time           latency rows only: the host's CPU time per call of that enqueue, from the same
+                        blocks: {"available", "reason", "median_s", "q1_s", "q3_s", "blocks",
+                        "calls_per_block", "clock", "timer_overhead_s" (from an empty enqueue, per call)}
     host_probe          the host-speed probe timed after every round of this row (``measure.HostProbe``):
                         {"kind", "ops_per_block", "blocks", "median_s", "q1_s", "q3_s"}, or None
     parity              comparator report against the reference (see ``comparator``), or None
@@ -225,6 +238,14 @@ _OBJECT = {"type": ["object", "null"]}
 _SCALAR = {"type": ["string", "number", "boolean", "null"]}
 _POSITIVE_TIME = {"type": "number", "exclusiveMinimum": 0}  # the gate divides by these, takes logarithms
 _TIME = {"type": "number", "minimum": 0}
+_POSITIVE_OR_NULL = {"type": ["number", "null"], "exclusiveMinimum": 0}
+# a figure marked available has its median (the gate divides by it and takes its logarithm); an
+# unavailable one says why
+_FIGURE_PRESENT_WHEN_AVAILABLE = {
+    "if": {"required": ["available"], "properties": {"available": {"const": True}}},
+    "then": {"required": ["median_s"], "properties": {"median_s": {"type": "number", "exclusiveMinimum": 0}}},
+    "else": {"required": ["reason"], "properties": {"reason": {"type": "string", "minLength": 1}}},
+}
 
 
 def _record(properties: dict[str, Any], *, nullable: bool = True, **more: Any) -> dict[str, Any]:
@@ -262,6 +283,20 @@ _EXTRA_INFO = _record({
     # the gate divides by the probe's median and takes its logarithm
     "host_probe": _record({"kind": _TEXT, "ops_per_block": _COUNT, "blocks": _COUNT, "median_s": _POSITIVE_TIME,
                            "q1_s": _AMOUNT, "q3_s": _AMOUNT}, required=["median_s"]),
+    "device_time": _record({
+        "available": {"type": "boolean"}, "reason": _TEXT,
+        **dict.fromkeys(("median_s", "q1_s", "q3_s"), _POSITIVE_OR_NULL),
+        "blocks": _COUNT, "calls_per_block": {"type": ["integer", "null"], "minimum": 1}, "hold": _TEXT,
+        "blocks_rejected": _COUNT,
+        "rejections": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}},
+        "timer_overhead_s": _AMOUNT, "relative_ci_halfwidth": _AMOUNT, "method": _TEXT, "flag_hold_unavailable": _TEXT,
+    }, required=["available"], allOf=[_FIGURE_PRESENT_WHEN_AVAILABLE]),
+    "host_time": _record({
+        "available": {"type": "boolean"}, "reason": _TEXT,
+        **dict.fromkeys(("median_s", "q1_s", "q3_s"), _POSITIVE_OR_NULL),
+        "blocks": _COUNT, "calls_per_block": {"type": ["integer", "null"], "minimum": 1}, "clock": _TEXT,
+        "timer_overhead_s": _AMOUNT,
+    }, required=["available"], allOf=[_FIGURE_PRESENT_WHEN_AVAILABLE]),
     "memory_method": _TEXT,
     "parity": _record({"passed": {"type": "boolean"},
                        "outputs": {"type": ["object", "null"], "additionalProperties": _PARITY_OUTPUT}}),

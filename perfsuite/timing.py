@@ -79,3 +79,29 @@ def plan_rounds(seconds_per_call: float, max_time: float, min_rounds: int, max_r
     if seconds_per_call <= 0:
         return max(min_rounds, 1)
     return int(min(max(math.ceil(max_time / seconds_per_call), min_rounds), max_rounds))
+
+
+def median_ci_halfwidth(samples: list[float], z: float = 1.96) -> float | None:
+    """Half the width of a distribution-free ~95% confidence interval of the median, relative to the median.
+
+    The interval is between the order statistics ``k`` and ``n - 1 - k`` with ``k = floor((n - z√n) / 2)``
+    (the normal approximation of the binomial count below the median); None for fewer than 6 samples,
+    where that interval would span the whole sample.
+    """
+    n = len(samples)
+    if n < 6:
+        return None
+    ordered = sorted(samples)
+    k = max(0, math.floor((n - z * math.sqrt(n)) / 2))
+    median = statistics.median(ordered)
+    if median <= 0:
+        return None
+    return (ordered[n - 1 - k] - ordered[k]) / (2 * median)
+
+
+def quartiles(samples: list[float]) -> tuple[float, float, float]:
+    """(q1, median, q3) of ``samples`` (one sample: itself three times)."""
+    if len(samples) == 1:
+        return samples[0], samples[0], samples[0]
+    q1, _, q3 = statistics.quantiles(samples, n=4)
+    return q1, statistics.median(samples), q3

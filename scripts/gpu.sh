@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # What the session's GPU-machine calls ran, one function each; output under $OUT (the device tool's).
 # Wheels the image lacks (jsonschema and its dependencies, polygraphy) travel in .whl/.
-#   RUNS=7 bash scripts/gpu.sh drill                      # the gate drill (scripts/gate_drill.py) into
-#   START=8 RUNS=3 FINISH=1 bash scripts/gpu.sh drill     # $DRILL_DIR (/tmp/drill), added to on a warm machine
+#   RUNS=3 bash scripts/gpu.sh drill                      # the gate drill (scripts/gate_drill.py): runs 1-3 of
+#                                                         # each variant (unchanged, device-, host-slowed),
+#                                                         # interleaved, into $DRILL_DIR (/tmp/drill)
+#   START=4 RUNS=3 RESUME=.drill bash scripts/gpu.sh drill  # the next chunk; RESUME: a folder (carried) holding
+#                                                         # what earlier chunks returned, for a fresh machine
+# After every run's chunk the drill folder (runs, calibrations, log) is copied to $OUT/drill, so what
+# finished comes back even when the call times out; copy it into the RESUME folder before the next call.
 #   bash scripts/gpu.sh tests                             # the README's test command, timed
 #   bash scripts/gpu.sh multigpu                          # issue 18 on a 2+ GPU machine (nvidia-h100-x2):
 #                                                         # every figure of a cuda:1 run reads GPU 1
@@ -19,12 +24,20 @@ export PERFSUITE_CACHE_DIR=/tmp/perfsuite-cache
   python3 -m pip list 2>/dev/null | grep -iE "^(pytest|onnx|nvidia-ml|scipy|numpy|psutil|tqdm)"; } > "$OUT/env.txt" 2>&1
 
 drill() {
-    local folder="${DRILL_DIR:-/tmp/drill}"
-    mkdir -p "$folder"
-    timeout -s INT "${DRILL_S:-520}" python3 scripts/gate_drill.py record "$folder" --start "${START:-1}" \
-        --runs "${RUNS:-10}" -- --benchmark-max-time "${MAX_TIME:-0.3}" -q --durations=20 \
-        > "$OUT/drill-${START:-1}.log" 2>&1
-    grep "gate drill" "$OUT/drill-${START:-1}.log"
+    local folder="${DRILL_DIR:-/tmp/drill}" start="${START:-1}" runs="${RUNS:-3}" index
+    mkdir -p "$folder/runs" "$OUT/drill"
+    if [ -n "${RESUME:-}" ] && [ -d "$RESUME" ]; then  # a fresh machine: earlier chunks' runs and calibrations
+        cp -rn "$RESUME"/. "$folder"/
+    fi
+    SECONDS=0
+    for ((index = start; index < start + runs; index++)); do
+        if [ "$SECONDS" -ge "${DRILL_S:-480}" ]; then echo "gate drill: stopped before run $index (DRILL_S)"; break; fi
+        timeout -s INT "$(( ${DRILL_S:-480} - SECONDS + 30 ))" python3 scripts/gate_drill.py record "$folder" \
+            --start "$index" --runs 1 --variants "${VARIANTS:-base,slowed,host-slowed}" -- \
+            --benchmark-max-time "${MAX_TIME:-0.3}" -q --durations=20 >> "$OUT/drill-$start.log" 2>&1
+        cp -r "$folder"/. "$OUT/drill"/  # after every chunk: the machine may be gone before the next call
+    done
+    grep "gate drill" "$OUT/drill-$start.log"
     if [ -n "${FINISH:-}" ]; then tar czf "$OUT/drill.tgz" -C "$(dirname "$folder")" "$(basename "$folder")"; fi
 }
 

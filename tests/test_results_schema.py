@@ -60,6 +60,12 @@ CASES = {  # field path, wrong value, what the error names
     "outcomes": (["perfsuite", "outcomes"], [{"nodeid": "a::b", "outcome": "skipped", "reason": 5}],
                  "perfsuite.outcomes[0].reason"),
     "outcome": (["perfsuite", "outcomes"], [{"nodeid": "a::b", "outcome": "crashed"}], "perfsuite.outcomes[0].outcome"),
+    "device_time available without a figure": ([*EXTRA, "device_time"], {"available": True, "median_s": None},
+                                               "benchmarks[0].extra_info.device_time.median_s"),
+    "host_time unavailable without a reason": ([*EXTRA, "host_time"], {"available": False, "reason": ""},
+                                               "benchmarks[0].extra_info.host_time.reason"),
+    "device_time.blocks_rejected": ([*EXTRA, "device_time"], {"available": False, "reason": "x", "blocks_rejected": -1},
+                                    "benchmarks[0].extra_info.device_time.blocks_rejected"),
 }
 
 
@@ -107,3 +113,21 @@ def test_every_committed_results_file_fits_the_schema():
     assert len(files) > 100
     for path in files:
         load_benchmark_json(path)
+
+
+def test_device_and_host_time_fields_fit_the_schema():
+    """What ``device_time`` writes, available (as measured on an H100) and unavailable, is accepted."""
+    from perfsuite import device_time
+    from perfsuite.results import parse_benchmark_json
+
+    data = json.loads(BASE[0].read_text())
+    rows = data["benchmarks"] = [data["benchmarks"][0], copy.deepcopy(data["benchmarks"][0])]
+    measured = ({"available": True, "reason": None, "median_s": 2.246e-4, "q1_s": 2.243e-4, "q3_s": 2.249e-4,
+                 "blocks": 10, "calls_per_block": 18, "hold": device_time.FLAG_HOLD, "blocks_rejected": 0,
+                 "rejections": None, "timer_overhead_s": 7.1e-8, "relative_ci_halfwidth": 0.0022, "method": "m"},
+                {"available": True, "reason": None, "median_s": 5.18e-4, "q1_s": 5.1e-4, "q3_s": 5.3e-4, "blocks": 10,
+                 "calls_per_block": 18, "clock": device_time.HOST_CLOCK, "timer_overhead_s": 3.6e-8})
+    for row, (device, host) in zip(rows, [measured, device_time.unavailable("no CUDA device: device is cpu")]):
+        row["extra_info"].update(device_time=device, host_time=host)
+    loaded = parse_benchmark_json(json.dumps(data).encode(), "results file with device time")
+    assert loaded["benchmarks"][1]["extra_info"]["device_time"]["available"] is False

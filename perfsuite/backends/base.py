@@ -83,6 +83,10 @@ class Runner(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     config_class: ClassVar[type[BackendConfig]] = BackendConfig
+    #: why this backend's device time cannot be measured on a held stream (``perfsuite.device_time``), e.g.
+    #: its ``infer`` waits for the device; None: its calls only enqueue work ordered after the current
+    #: stream, which a hold of that stream then covers
+    device_time_unavailable: ClassVar[str | None] = None
 
     def __init__(self, model: LoadedModel, spec: RunSpec, config: BackendConfig | None = None) -> None:
         self.model = model

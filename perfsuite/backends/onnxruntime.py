@@ -54,6 +54,8 @@ class OnnxRuntimeRunner(Runner):
     config: OnnxRuntimeConfig
     #: the GPU execution provider a subclass insists on; None: CPU provider on the CPU, CUDA on a GPU
     execution_provider: ClassVar[str | None] = None
+    device_time_unavailable = ("onnxruntime: infer() synchronizes torch's stream before the session runs, and "
+                               "run_with_iobinding() waits for its results: the stream cannot be held")
 
     @classmethod
     def _device_reason(cls, spec: RunSpec) -> str | None:

@@ -271,6 +271,9 @@ class EngineSession:
             self._context.set_tensor_address(OUTPUT_NAME, self._logits.data_ptr())
             self._shape = images.shape
         self._context.set_tensor_address(INPUT_NAME, images.data_ptr())
+        # Ordered after whatever is queued on torch's current stream, a hold of it included: device time
+        # (perfsuite.device_time) holds that stream, so this enqueue waits behind the hold, and the end
+        # event recorded there after ``current.wait_event(self._finished)`` covers the engine's work.
         current = torch.cuda.current_stream(self.device)
         self._inputs_ready.record(current)
         self._stream.wait_event(self._inputs_ready)
