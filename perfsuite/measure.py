@@ -44,7 +44,7 @@ import torch
 
 from perfsuite import telemetry
 from perfsuite.device_time import device_and_host_time
-from perfsuite.environment import is_cuda, synchronize
+from perfsuite.environment import device_context, is_cuda, synchronize
 from perfsuite.timing import plan_rounds, synchronized, time_once, timer_overhead
 
 #: the timer's cost must stay below this fraction of a timed round
@@ -156,6 +156,12 @@ def measure(call: Callable[[], Any], device: str, settings: MeasureSettings, ben
     fixture) the rounds run through its pedantic mode and its statistics are the stored ones. With
     ``device_and_host``, device time and host time are measured apart after the rounds (``cannot_hold``:
     why the call's stream cannot be held, e.g. ``Runner.device_time_unavailable``)."""
+    with device_context(device):  # events, probes and synchronizes on the run's GPU, not the current one
+        return _measure(call, device, settings, benchmark, max_calls_per_round, device_and_host, cannot_hold)
+
+
+def _measure(call: Callable[[], Any], device: str, settings: MeasureSettings, benchmark: Any,
+             max_calls_per_round: int, device_and_host: bool, cannot_hold: str | None) -> Measurement:
     warmup = max(settings.warmup_rounds, 1)
     estimates = [time_once(call, device)[0] for _ in range(warmup)]
     per_call = statistics.median(estimates[len(estimates) // 2:])  # the later, warm half
@@ -213,7 +219,7 @@ def measure_one_shot(call: Callable[..., Any], device: str, benchmark: Any, roun
     """Time a one-time cost (a model load, a first inference after ``setup`` built a fresh runner) for a
     fixed number of rounds through pytest-benchmark, with the host probe after each round."""
     probe = HostProbe(device) if host_probe else None
-    with telemetry.GpuWatch(device) as gpu_watch, telemetry.HostWatch() as host_watch:
+    with device_context(device), telemetry.GpuWatch(device) as gpu_watch, telemetry.HostWatch() as host_watch:
         benchmark.pedantic(synchronized(call, device), setup=setup, rounds=rounds,
                            warmup_rounds=warmup_rounds, teardown=probe.block if probe else None)
     if probe is not None:
