@@ -138,12 +138,12 @@ def _host_lines(result: GateResult) -> list[str]:
                 "compared without host-speed adjustment"]
     ranges = "; ".join(f"{side} {format_seconds(min(v))} to {format_seconds(max(v))}" for side, v in speeds.items())
     change = statistics.median(speeds["new"]) / statistics.median(speeds["baseline"]) - 1
-    timed = [c.time for c in result.comparisons if c.time is not None]
+    timed = [c.figures["latency"].time for c in result.comparisons if "latency" in c.figures]
     adjusted = sum(t.host_adjusted for t in timed)
     others = "" if adjusted == len(timed) else " (the others: a compared run without a probe, or nothing to fit)"
     return [f"host probe (a host-bound control between every row's rounds), per-run medians: {ranges}; the new side's "
             f"host ran {format_percent(change)} against the baseline's. {adjusted} of {len(timed)} rows compared at "
-            f"equal host speed{others}: 'change' is that, 'raw' the change of the medians"]
+            f"equal host speed{others}: 'change' is that (latency; host time likewise), 'raw' the change of the medians"]
 
 
 def _figure_lines(result: GateResult) -> list[str]:

@@ -447,6 +447,16 @@ class GateResult:
         }
 
 
+def raw_change_counts(time: TimeComparison) -> bool:
+    """Whether rule 3 judges the change of the medians beside the tested one: always, except where the
+    figure is compared at equal host speed and the medians' change lies outside the 95% confidence interval
+    of the change at equal host speed, i.e. the host probes significantly account for the difference. Where
+    the sides' host speeds are confounded with the side (every new run on a slower host), the interval is
+    wide, holds the medians' change, and that change counts."""
+    interval = time.interval() if time.host_adjusted else None
+    return interval is None or interval[0] <= time.raw_effect <= interval[1]
+
+
 def decide(time: TimeComparison, settings: GateSettings, threshold: float | None = None,
            min_effect: float | None = None) -> tuple[Verdict, str | None]:
     """A figure's verdict from its change, adjusted test and MDE against its ``threshold`` (default the
@@ -457,8 +467,10 @@ def decide(time: TimeComparison, settings: GateSettings, threshold: float | None
     significant = time.p_adjusted is not None and time.p_adjusted <= settings.alpha
     if significant and abs(effect) > min_effect:
         return (Verdict.REGRESSED if effect > 0 else Verdict.IMPROVED), None
-    # Rule 3: an observed change beyond the threshold, tested or of the medians, is never a pass.
-    observed = max(effect, time.raw_effect, key=abs)
+    # Rule 3: an observed change beyond the threshold, tested or of the medians, is never a pass. The medians'
+    # change is left aside only where the host probe accounts for it: compared at equal host speed, it lies
+    # outside the tested change's 95% confidence interval (the sides ran at measurably different host speeds).
+    observed = max(effect, time.raw_effect, key=abs) if raw_change_counts(time) else effect
     beyond = abs(observed) > threshold
     seen = (f"{abs(effect):.1%} {'slower' if effect > 0 else 'faster'}" if abs(observed) == abs(effect) else
             f"{abs(observed):.1%} {'slower' if observed > 0 else 'faster'} (medians; {effect:+.1%} as tested)")
