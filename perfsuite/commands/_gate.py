@@ -50,8 +50,8 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> GateSettings:
-    keys = ("threshold", "host_threshold", "informational", "min_effect", "alpha", "power", "inconclusive", "memory_threshold",
-            "memory_floor_mib", "cv_threshold", "host_contention", "statistic", "require_backends")
+    keys = ("threshold", "host_threshold", "informational", "min_effect", "alpha", "power", "inconclusive",
+            "memory_threshold", "memory_floor_mib", "cv_threshold", "host_contention", "statistic", "require_backends")
     return settings_from_config(load_suite_config(), {key: getattr(args, key, None) for key in keys})
 
 

@@ -31,7 +31,8 @@ from perfsuite.errors import InputError
 
 STATISTICS = ("median", "mean", "min")
 INCONCLUSIVE_ACTIONS = ("undecided", "fail", "pass")
-FRACTIONS = ("threshold", "host_threshold", "min_effect", "alpha", "power", "memory_threshold", "cv_threshold", "host_contention")
+FRACTIONS = ("threshold", "host_threshold", "min_effect", "alpha", "power", "memory_threshold", "cv_threshold",
+             "host_contention")
 MIB = 1024 * 1024
 
 

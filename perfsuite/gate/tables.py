@@ -143,7 +143,8 @@ def _host_lines(result: GateResult) -> list[str]:
     others = "" if adjusted == len(timed) else " (the others: a compared run without a probe, or nothing to fit)"
     return [f"host probe (a host-bound control between every row's rounds), per-run medians: {ranges}; the new side's "
             f"host ran {format_percent(change)} against the baseline's. {adjusted} of {len(timed)} rows compared at "
-            f"equal host speed{others}: 'change' is that (latency; host time likewise), 'raw' the change of the medians"]
+            f"equal host speed{others}: 'change' is that (latency; host time likewise), 'raw' the change of the "
+            "medians"]
 
 
 def _figure_lines(result: GateResult) -> list[str]:
