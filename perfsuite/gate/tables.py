@@ -110,7 +110,9 @@ def _conclusions(result: GateResult) -> list[str]:
                      "inconclusive, the rest unresolved (no change seen, none ruled out). Record 3+ runs a side "
                      "for a verdict.")
     if result.count(Verdict.INCONCLUSIVE):
-        action = {"undecided": "the gate is UNDECIDED (exit 3), not green",
+        failed_anyway = result.backend_failures or any(c.failing for c in result.comparisons)
+        action = "the gate fails anyway (another check failed)" if failed_anyway else {
+                  "undecided": "the gate is UNDECIDED (exit 3), not green",
                   "fail": "counted as a failure (inconclusive = fail)",
                   "pass": "counted as a pass (inconclusive = pass)"}[result.settings.inconclusive]
         lines.append(f"{result.count(Verdict.INCONCLUSIVE)} row(s) could not tell a change from noise: {action}.")
@@ -250,9 +252,21 @@ def render_result(result: GateResult, markdown: bool = False, verbose: bool = Fa
 
 def _grouped_notes(comparison: BenchmarkComparison) -> list[str]:
     """The row's notes shortened to one line: left-out runs counted, stability of both sides together."""
+    several = len(comparison.figures) > 1
+    figure_notes = {f"{f.label}: {f.note}" if several else f.note for f in comparison.figures.values() if f.note}
     notes = []
+    unresolved = [f"{f.label} MDE {format_percent(f.time.mde, signed=False)}" for f in comparison.figures.values()
+                  if f.verdict is Verdict.UNRESOLVED and f.time.mde is not None]
+    if unresolved:
+        notes.append(", ".join(unresolved) + " > threshold: cannot resolve it; record more runs")
+    notes += [f"{f.label}: {f.note}" if several else f.note for f in comparison.figures.values()
+              if f.note and f.verdict is not Verdict.UNRESOLVED and not f.note.startswith("significant but")]
+    notes += [f"{f.label}: {f.note}" if several else f.note for f in comparison.figures.values()
+              if f.note and f.verdict is Verdict.UNRESOLVED and f.time.mde is None]
     unstable = []
     for note in comparison.notes:
+        if note in figure_notes:
+            continue
         if note.startswith("unstable in "):
             unstable.append(note[len("unstable in "):])
         else:

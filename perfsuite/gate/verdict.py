@@ -2,32 +2,48 @@
 
 Replicates are whole runs. Samples within one run share the machine's state during that run
 (clocks, placement, host speed, other tenants), so they are not independent evidence about the
-next run; only another run is. Each run contributes one number per benchmark (its median by
-default), and for each benchmark (row) the gate computes
+next run; only another run is. Each run contributes one number per benchmark (row) and **figure**:
+the host-inclusive ``latency`` (its median by default), and on CUDA latency rows the ``device``
+time (stream held while the host enqueues, events around the block) and ``host`` time (thread CPU
+time of the enqueue), read from ``extra_info.device_time`` / ``host_time`` where every compared run
+has them (``FIGURE_FIELDS``). For each figure of each row the gate computes
 
-* the **change**: new against baseline, at equal host speed where the runs recorded it (below),
-  and the plain change of the medians beside it (the headline);
+* the **change**: new against baseline, at equal host speed where the runs recorded it (latency and
+  host time, below; device time is not host work and is compared as measured), and the plain change
+  of the medians beside it (the headline);
 * a **test**: Student's t-test of "new runs are slower" (or faster) on the logarithms of the
   per-run numbers, the spread pooled over both sides (so a single new run can be tested against a
   baseline's spread). A rank test cannot serve: with 6 + 6 runs the exact Mann-Whitney p is never
   below 1/924, above what a gate run of 15 rows needs of one row;
-* **one error rate for the whole gate run**: the rows' p-values are adjusted together
-  (Benjamini-Hochberg at ``alpha``, 1%). When nothing changed this bounds the chance that *any*
-  row is called by ``alpha``; when several rows change together (a slower kernel, a torch
+* **one error rate for the whole gate run**: the p-values of every figure of every row are adjusted
+  together (Benjamini-Hochberg at ``alpha``, 1%). When nothing changed this bounds the chance that
+  *any* figure is called by ``alpha``; when several change together (a slower kernel, a torch
   upgrade) it still calls them, more easily than one alone;
-* the row's **minimum detectable effect** (MDE) from its run-to-run spread (the baseline's, or the
+* the figure's **minimum detectable effect** (MDE) from its run-to-run spread (the baseline's, or the
   pooled one where larger: a few lucky baseline runs must not make a row look steadier than it
   is): the slowdown called with probability ``power`` (95%) at the runs compared, were this the
-  only row to change (the test at alpha / rows, and the ``min_effect`` floor).
+  only figure to change (the test at alpha / tests, and the figure's ``min_effect`` floor).
 
-Verdicts: ``regressed`` / ``improved`` when the adjusted test is significant and the change exceeds
-``min_effect`` (half the ``threshold``: a slowdown of threshold size is still called when it
-measures a little smaller); otherwise ``inconclusive`` ("could not tell") when the change is beyond
-both the threshold and the row's MDE (more than its noise explains, yet not significant);
-``unchanged`` when the row resolves the threshold (MDE <= threshold); else ``unresolved``: no change
-called, but the row's noise could hide one of threshold size (shown, with its MDE). With one run a
-side there is no run-to-run spread, no test and no MDE: nothing is called; changes beyond the
-threshold are inconclusive, the rest unresolved.
+Each figure has its own **threshold** (``figure_threshold``): device time, and latency of a row
+without device time, against ``threshold`` (5%); the host-side figures of a row that has device
+time (its latency and host time) against ``host_threshold`` (25%): on a shared VM they carry the
+host's noise, and the model's work is judged by device time. ``min_effect`` scales with it.
+
+Verdicts of a figure: ``regressed`` / ``improved`` when the adjusted test is significant and the
+change exceeds ``min_effect`` (half the threshold: a slowdown of threshold size is still called when
+it measures a little smaller); otherwise ``inconclusive`` ("could not tell") when the observed change
+is beyond the threshold, whatever the MDE (rule 3: a change beyond the threshold is never a pass; the
+observed change is the tested one and that of the medians, unless the host probe accounts for the
+latter: see ``raw_change_counts``); ``unchanged`` when the figure resolves the threshold (MDE <=
+threshold); else ``unresolved``: no change beyond the threshold seen, but the figure's noise could
+hide one of threshold size (shown, with its MDE). With one run a side there is no run-to-run spread,
+no test and no MDE: nothing is called; changes beyond the threshold are inconclusive, the rest
+unresolved. A row's verdict is the first of ``ROW_ORDER`` any of its figures has; the figure that
+called it is the row's ``deciding`` figure (``time`` is its comparison; ``figures`` holds them all).
+
+Rows whose kind is in ``informational`` (model load and cold start by default) are judged and shown
+the same way, but their time verdicts never decide the gate's outcome (missing, failed or a memory
+regression still do).
 
 Runs are left out of a row, with the reason shown and recorded: a run whose measurement was
 throttled or shared its GPU, or shared the CPU with other processes beyond ``host_contention``; if
@@ -37,8 +53,8 @@ most of a side was spoiled the row is inconclusive.
 from one process to the next (and even between rows of one run): per-run medians of one row scatter
 by 20-30% (H200, docs/results). Every row records its own host probe, a host-bound control timed
 between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test
-compares the two sides *at equal host speed*: a regression of the log per-run values on the log of
-the row's probe, with a term for the side (analysis of covariance; the slope is fitted, about 1.2
+of its latency (and host time) compares the two sides *at equal host speed*: a regression of the
+log per-run values on the log of the row's probe, with a term for the side (analysis of covariance; the slope is fitted, about 1.2
 for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
 is chosen after looking at the numbers). The change called is the side term; the host-inclusive
 change of the medians stays the headline and is shown beside it. Where the two sides ran at
@@ -48,9 +64,10 @@ spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A chan
 probe as much as the model (e.g. more overhead in torch's launch path itself) is partly taken for
 host speed: the report shows how much slower the new side's probes ran.
 
-The whole gate: ``fail`` (exit 1) on any regressed, missing or failed row, memory regression or
-required backend without results; else ``undecided`` (exit 3; the ``inconclusive`` setting can
-make it fail or pass instead) on any inconclusive row; else ``pass`` (exit 0).
+The whole gate: ``fail`` (exit 1) on any regressed (not informational), missing or failed row,
+memory regression or required backend without results; else ``undecided`` (exit 3; the
+``inconclusive`` setting can make it fail or pass instead) on any inconclusive row that is not
+informational; else ``pass`` (exit 0).
 
 Memory (peak GPU memory and the runner's host RSS growth) is compared by the median over runs
 of the finite values: a growth beyond ``memory_threshold`` and ``memory_floor_bytes`` regresses.
