@@ -54,8 +54,8 @@ from one process to the next (and even between rows of one run): per-run medians
 by 20-30% (H200, docs/results). Every row records its own host probe, a host-bound control timed
 between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test
 of its latency (and host time) compares the two sides *at equal host speed*: a regression of the
-log per-run values on the log of the row's probe, with a term for the side (analysis of covariance; the slope is fitted, about 1.2
-for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
+log per-run values on the log of the row's probe, with a term for the side (analysis of
+covariance; the slope is fitted, about 1.2 for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
 is chosen after looking at the numbers). The change called is the side term; the host-inclusive
 change of the medians stays the headline and is shown beside it. Where the two sides ran at
 different host speeds, the probe term takes up part of the difference between them and the side term
