@@ -55,8 +55,8 @@ by 20-30% (H200, docs/results). Every row records its own host probe, a host-bou
 between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test
 of its latency (and host time) compares the two sides *at equal host speed*: a regression of the
 log per-run values on the log of the row's probe, with a term for the side (analysis of
-covariance; the slope is fitted, about 1.2 for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
-is chosen after looking at the numbers). The change called is the side term; the host-inclusive
+covariance; the slope is fitted, about 1.2 for host-bound rows and about 0 for device-bound ones,
+so one fixed model serves both and nothing is chosen after looking at the numbers). The change called is the side term; the host-inclusive
 change of the medians stays the headline and is shown beside it. Where the two sides ran at
 different host speeds, the probe term takes up part of the difference between them and the side term
 is known less precisely: the row's MDE counts that. Measured on the H200, this cut the run-to-run
