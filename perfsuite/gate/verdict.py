@@ -52,17 +52,17 @@ most of a side was spoiled the row is inconclusive.
 **Host speed.** Small-batch rows are host-bound, and a VM's host moves between fast and slow states
 from one process to the next (and even between rows of one run): per-run medians of one row scatter
 by 20-30% (H200, docs/results). Every row records its own host probe, a host-bound control timed
-between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test
-of its latency (and host time) compares the two sides *at equal host speed*: a regression of the
-log per-run values on the log of the row's probe, with a term for the side (analysis of
-covariance; the slope is fitted, about 1.2 for host-bound rows and about 0 for device-bound ones,
-so one fixed model serves both and nothing is chosen after looking at the numbers). The change called is the side term; the host-inclusive
-change of the medians stays the headline and is shown beside it. Where the two sides ran at
-different host speeds, the probe term takes up part of the difference between them and the side term
-is known less precisely: the row's MDE counts that. Measured on the H200, this cut the run-to-run
-spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that slows the
-probe as much as the model (e.g. more overhead in torch's launch path itself) is partly taken for
-host speed: the report shows how much slower the new side's probes ran.
+between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test of
+its latency (and host time) compares the two sides *at equal host speed*: a regression of the log
+per-run values on the log of the row's probe, with a term for the side (analysis of covariance; the
+slope is fitted, about 1.2 for host-bound rows and about 0 for device-bound ones, so one fixed model
+serves both and nothing is chosen after looking at the numbers). The change called is the side term;
+the host-inclusive change of the medians stays the headline and is shown beside it. Where the two
+sides ran at different host speeds, the probe term takes up part of the difference between them and
+the side term is known less precisely: the row's MDE counts that. Measured on the H200, this cut the
+run-to-run spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that
+slows the probe as much as the model (e.g. more overhead in torch's launch path itself) is partly
+taken for host speed: the report shows how much slower the new side's probes ran.
 
 The whole gate: ``fail`` (exit 1) on any regressed (not informational), missing or failed row,
 memory regression or required backend without results; else ``undecided`` (exit 3; the
