@@ -108,7 +108,7 @@ def draw_verdict_chart(result: GateResult) -> bytes:
             for end, clipped in ((low, interval[0] < -limit), (high, interval[1] > limit)):
                 axes.plot([end], [y], marker="<" if end < 0 and clipped else ">" if clipped else "|",
                           color=colour, ms=7, zorder=2)
-        if abs(t.raw_effect - t.effect) > 0.005:  # the medians' change, where the tested one differs
+        if t.host_adjusted and abs(t.raw_effect - t.effect) > 0.005:  # medians' change, where the host moved it
             axes.plot([max(-limit, min(limit, t.raw_effect))], [y], marker="x", ms=7, mew=1.8, color="#555555",
                       zorder=3)
         effect = max(-limit, min(limit, t.effect))
@@ -133,13 +133,14 @@ def draw_verdict_chart(result: GateResult) -> bytes:
     handles = [Line2D([], [], marker="o", ls="-", color=COLOURS[v], label=v.value) for v in shown]
     handles += [Patch(color="#e3e3e3", label="±threshold"),
                 Line2D([], [], marker="|", ls="", ms=10, color="#777777", label="±MDE")]
-    if any(abs(c.time.raw_effect - c.time.effect) > 0.005 for c in rows):
+    if any(c.time.host_adjusted and abs(c.time.raw_effect - c.time.effect) > 0.005 for c in rows):
         handles.append(Line2D([], [], marker="x", ls="", mew=1.8, color="#555555",
-                              label="change of the medians (where the tested one is at equal host speed)"))
+                              label="medians' change (dot: at equal host speed)"))
     if any(c.informational for c in rows):
         handles.append(Line2D([], [], marker="o", ls="", color="#555555", markerfacecolor="white",
                               label="informational (never decides)"))
-    figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=8,
+                  frameon=False)
     return _png(figure)
 
 
