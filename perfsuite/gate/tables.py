@@ -39,6 +39,13 @@ def format_percent(value: float | None, signed: bool = True) -> str:
     return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
+def format_mde(value: float | None) -> str:
+    """An MDE as a percentage; beyond 1000% only that (the figure resolves nothing; digits would mislead)."""
+    if _finite(value) and value > 10:
+        return ">1000%"
+    return format_percent(value, signed=False)
+
+
 def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if _finite(value) else "-"
 
@@ -172,8 +179,7 @@ def _figure_cell(figure: FigureComparison | None) -> str:
     if figure is None:
         return "-"
     t = figure.time
-    text = f"{format_percent(t.effect)} (MDE {format_percent(t.mde, signed=False)})" if t.mde is not None else \
-        f"{format_percent(t.effect)} (MDE -)"
+    text = f"{format_percent(t.effect)} (MDE {format_mde(t.mde)})"
     if figure.verdict is not Verdict.UNCHANGED:
         text += " " + (figure.verdict.value.upper() if figure.verdict in FAILING else figure.verdict.value)
     return text
@@ -224,7 +230,7 @@ def render_result(result: GateResult, markdown: bool = False, verbose: bool = Fa
         if several:
             row += [_figure_cell(c.figures.get(name)) for name in FIGURES]
         else:
-            row += [format_percent(t.effect if t else None), format_percent(t.mde, signed=False) if t else "-"]
+            row += [format_percent(t.effect if t else None), format_mde(t.mde) if t else "-"]
         deciding = c.time
         row += [format_number(deciding.p_adjusted if deciding else None, 2),
                 f"{len(t.baseline)}/{len(t.new)}" if t else "-", _verdict_cell(c), _memory_cell(c)]
@@ -255,7 +261,7 @@ def _grouped_notes(comparison: BenchmarkComparison) -> list[str]:
     several = len(comparison.figures) > 1
     figure_notes = {f"{f.label}: {f.note}" if several else f.note for f in comparison.figures.values() if f.note}
     notes = []
-    unresolved = [f"{f.label} MDE {format_percent(f.time.mde, signed=False)}" for f in comparison.figures.values()
+    unresolved = [f"{f.label} MDE {format_mde(f.time.mde)}" for f in comparison.figures.values()
                   if f.verdict is Verdict.UNRESOLVED and f.time.mde is not None]
     if unresolved:
         notes.append(", ".join(unresolved) + " > threshold: cannot resolve it; record more runs")

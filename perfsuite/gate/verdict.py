@@ -498,7 +498,7 @@ def decide(time: TimeComparison, settings: GateSettings, threshold: float | None
                                           "change cannot be told from noise: could not tell")
         return Verdict.UNRESOLVED, f"no run-to-run spread ({why}): no test, no MDE; nothing can be called"
     if beyond:
-        mde = "unknown" if time.mde is None else f"{time.mde:.1%}"
+        mde = "unknown" if time.mde is None else ">1000%" if time.mde > 10 else f"{time.mde:.1%}"
         return Verdict.INCONCLUSIVE, (f"{seen}, beyond the {threshold:.0%} threshold but not called (adjusted p = "
                                       f"{time.p_adjusted:.3f}, alpha {settings.alpha:g}; MDE {mde}): could not "
                                       "tell; record more runs")
