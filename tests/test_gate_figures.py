@@ -260,7 +260,7 @@ def test_informational_rows_are_shown_but_never_decide(tmp_path, capsys, monkeyp
     assert load.informational and load.verdict is Verdict.REGRESSED and not load.failing
     assert result.outcome == "pass" and result.count(Verdict.REGRESSED) == 0
     text = render_result(result)
-    assert "regressed [informational]" in text and "1 informational row(s) (model_load)" in text
+    assert "regressed [informational]" in text and "1 informational row(s) (model_load: 1 regressed)" in text
     assert compare_runs(base, new, GateSettings(informational=())).outcome == "fail"
     (tmp_path / "pyproject.toml").write_text("[tool.perfsuite.gate]\ninformational = []\n")
     monkeypatch.chdir(tmp_path)

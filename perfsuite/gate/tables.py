@@ -129,13 +129,12 @@ def _conclusions(result: GateResult) -> list[str]:
                      "it, or unknown): no change beyond it seen, but one of threshold size could hide in their noise.")
     if result.informational:
         kinds = ", ".join(sorted({c.kind or "?" for c in result.informational}))
-        called = [c for c in result.informational if c.verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE,
-                                                                     Verdict.UNRESOLVED)]
-        lines.append(f"{len(result.informational)} informational row(s) ({kinds}): shown with their verdicts "
-                     f"({len(called)} regressed, inconclusive or unresolved) but never deciding the outcome, as "
-                     "their run-to-run noise cannot resolve the threshold at a few runs a side (docs/gate.md); "
-                     "a missing or failed one, or its memory, still counts. [tool.perfsuite.gate] informational = "
-                     "[] gates them.")
+        shown = ", ".join(f"{n} {v.value}" for v in Verdict
+                          if (n := sum(c.verdict is v for c in result.informational)))
+        lines.append(f"{len(result.informational)} informational row(s) ({kinds}: {shown}): shown with their "
+                     "verdicts but never deciding the outcome, as their run-to-run noise cannot resolve the "
+                     "threshold at a few runs a side (docs/gate.md); a missing or failed one, or its memory, still "
+                     "counts. [tool.perfsuite.gate] informational = [] gates them.")
     return lines
 
 
