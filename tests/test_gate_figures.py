@@ -334,3 +334,11 @@ def test_bad_host_threshold_is_refused_by_name(capsys):
         settings_from_config(None, {"host_threshold": "much"})
     assert main(["compare", str(CPU_BASE[0]), str(CPU_BASE[1]), "--host-threshold", "0"]) == 2
     assert "host_threshold" in capsys.readouterr().err
+
+
+def test_chart_of_rows_without_a_test(tmp_path, capsys):
+    """One run a side: no interval, no MDE; the chart is still drawn (the changes and the band)."""
+    chart = tmp_path / "one.png"
+    assert main(["compare", str(CPU_BASE[0]), str(CPU_BASE[1]), "--chart", str(chart)]) in (0, 3)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()

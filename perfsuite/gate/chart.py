@@ -89,29 +89,30 @@ def draw_verdict_chart(result: GateResult) -> bytes:
         axes.set_axis_off()
         return _png(figure)
     limit = _axis_limit(rows)
+    floor = -min(limit, 1.0)  # nothing gets faster than -100%
     for y, c in enumerate(rows):
         t, figure_of_row = c.time, c.deciding_figure
         colour = COLOURS.get(c.verdict, "#555555")
         threshold = figure_of_row.threshold if figure_of_row else result.settings.threshold
         axes.barh(y, 2 * threshold, left=-threshold, height=0.72, color="#e3e3e3", zorder=0)
         if t.mde is not None:
-            for side in (-1, 1):
-                if t.mde <= limit:
-                    axes.plot([side * t.mde] * 2, [y - 0.3, y + 0.3], color="#777777", lw=1.2, zorder=1)
+            for tick in (-t.mde, t.mde):
+                if floor <= tick <= limit:
+                    axes.plot([tick] * 2, [y - 0.3, y + 0.3], color="#777777", lw=1.2, zorder=1)
             if t.mde > limit:
                 axes.text(limit * 0.99, y + 0.22, f"MDE {t.mde:.0%} ›", ha="right", va="center", fontsize=7,
                           color="#777777")
         interval = t.interval()
         if interval:
-            low, high = max(interval[0], -limit), min(interval[1], limit)
+            low, high = max(interval[0], floor), min(interval[1], limit)
             axes.plot([low, high], [y, y], color=colour, lw=2.2, solid_capstyle="butt", zorder=2)
-            for end, clipped in ((low, interval[0] < -limit), (high, interval[1] > limit)):
+            for end, clipped in ((low, interval[0] < floor), (high, interval[1] > limit)):
                 axes.plot([end], [y], marker="<" if end < 0 and clipped else ">" if clipped else "|",
                           color=colour, ms=7, zorder=2)
         if t.host_adjusted and abs(t.raw_effect - t.effect) > 0.005:  # medians' change, where the host moved it
-            axes.plot([max(-limit, min(limit, t.raw_effect))], [y], marker="x", ms=7, mew=1.8, color="#555555",
+            axes.plot([max(floor, min(limit, t.raw_effect))], [y], marker="x", ms=7, mew=1.8, color="#555555",
                       zorder=3)
-        effect = max(-limit, min(limit, t.effect))
+        effect = max(floor, min(limit, t.effect))
         hollow = c.informational
         axes.plot([effect], [y], marker="o", ms=8, zorder=3, color=colour,
                   markerfacecolor="white" if hollow else colour, markeredgewidth=2)
@@ -124,7 +125,7 @@ def draw_verdict_chart(result: GateResult) -> bytes:
         tick.set_color("#888888" if c.informational else "#222222" if c.verdict is Verdict.UNCHANGED
                        else COLOURS.get(c.verdict, "#222222"))
     axes.set_ylim(len(rows) - 0.5, -0.7)
-    axes.set_xlim(-limit, limit)
+    axes.set_xlim(floor - 0.02 * limit, limit)
     axes.xaxis.set_major_formatter(lambda value, _: f"{value:+.0%}" if value else "0")
     axes.set_xlabel("change of the row's deciding figure, new against baseline, with its 95% confidence interval")
     axes.grid(axis="x", color="#dddddd", lw=0.6)
