@@ -84,9 +84,10 @@ class BenchmarkRecord:
         if not isinstance(entry, Mapping):
             return None, None
         value = entry.get("median_s")
-        if entry.get("available") is not True or isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value <= 0:
+        if entry.get("available") is not True:
             return None, str(entry.get("reason") or "recorded as unavailable, no reason given")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            return None, f"recorded as available but its median_s is {value!r}, not a positive number"
         return float(value), None
 
     @property
