@@ -6,9 +6,9 @@ folder), quoted globs, or pytest-benchmark storage ids.
 Exit status: 0 pass; 1 fail (a regression, a missing or failed benchmark, a memory regression or
 a required backend without results); 2 unusable input (an unreadable file, runs of different
 hardware without --allow-hardware-mismatch, rows run with a different configuration without
---allow-config-mismatch); 3 undecided: some row could not tell a change from noise (too few or
-too noisy runs, most runs spoiled or in a slow host state; --inconclusive fail|pass to count it
-otherwise). With one run a side nothing is called: there is no run-to-run spread to test against.
+--allow-config-mismatch); 3 undecided: some row could not tell a change from noise: it moved
+beyond its threshold and the runs cannot call it (too few or too noisy runs, most runs spoiled;
+--inconclusive fail|pass to count it otherwise). With one run a side nothing is called: there is no run-to-run spread to test against.
 
 Each latency row is judged on each of its figures: latency, and on CUDA also device time and host
 time (docs/gate.md); it regresses when any figure does. Model-load and cold-start rows are shown
