@@ -8,7 +8,8 @@ a required backend without results); 2 unusable input (an unreadable file, runs 
 hardware without --allow-hardware-mismatch, rows run with a different configuration without
 --allow-config-mismatch); 3 undecided: some row could not tell a change from noise: it moved
 beyond its threshold and the runs cannot call it (too few or too noisy runs, most runs spoiled;
---inconclusive fail|pass to count it otherwise). With one run a side nothing is called: there is no run-to-run spread to test against.
+--inconclusive fail|pass to count it otherwise). With one run a side nothing is called: there is
+no run-to-run spread to test against.
 
 Each latency row is judged on each of its figures: latency, and on CUDA also device time and host
 time (docs/gate.md); it regresses when any figure does. Model-load and cold-start rows are shown
