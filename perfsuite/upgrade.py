@@ -158,8 +158,18 @@ class UpgradeReport:
         return self.gate.failed or self.golden.failed
 
     @property
+    def undecided(self) -> bool:
+        """The gate could not tell a change from noise in some row (and nothing failed)."""
+        return not self.failed and self.gate.outcome == "undecided"
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if self.failed else "UNDECIDED" if self.undecided else "PASS"
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        """As ``perfsuite compare``'s: 1 a check failed, 3 the gate undecided, 0 pass."""
+        return 1 if self.failed else 3 if self.undecided else 0
 
 
 def build_report(old_spec: str, new_spec: str, gate: GateResult, golden: GoldenParity) -> UpgradeReport:
@@ -317,8 +327,11 @@ def render_upgrade_report(report: UpgradeReport, title: str = "Upgrade report") 
         ["in-run parity (saved runs)", f"OLD {_in_run_counts(gate.baseline_runs)}; NEW "
                                        f"{_in_run_counts(gate.new_runs)}"],
     ]
-    verdict = ("**FAIL**: a check above failed; read the sections below before approving." if report.failed
-               else "**PASS**: no check failed.")
+    verdict = {"FAIL": "**FAIL**: a check above failed; read the sections below before approving.",
+               "UNDECIDED": "**UNDECIDED**: nothing failed, but the gate could not tell a change from noise in "
+                            "some row (a change beyond its threshold that the runs cannot call): record more runs "
+                            "before approving (exit 3).",
+               "PASS": "**PASS**: no check failed."}[report.verdict]
     lines = [f"# {title}", "", _side_line("OLD", report.old_spec, gate.baseline_runs),
              _side_line("NEW", report.new_spec, gate.new_runs), "", "## Summary", "",
              render_table(["check", "result"], summary, True), "", verdict, "",

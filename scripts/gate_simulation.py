@@ -13,6 +13,11 @@ Each trial builds two sides of synthetic saved runs and runs the real decision c
   slope 1.2, noise ``host_cv`` (6% measured at equal host speed); batch 64/256 slope 0.05, noise
   ``device_cv`` (0.3-2% measured); model load slope 0.5, 12%; three cold-start rows slope 0.75, 8%.
 
+With ``device_time`` the latency rows also carry the figures of a CUDA run (docs/gate.md): device
+time, run-to-run noise ``device_cv`` and no host term (the stream is held while the host enqueues), and
+host time, following the probe as latency does, noise ``host_cv``; the change slows device time and
+latency alike. Without it the runs are those of a recording made before perfsuite measured them.
+
 A change is the drill's: the new side's batch <= 8 rows +2 x ``effect``, batch >= 64 rows +``effect``
 (extra device work: the probe does not move), model load and cold start unchanged. Counted per
 scenario: gate FAIL (exit 1), UNDECIDED (exit 3), every batch >= 64 row called regressed, and per
@@ -43,8 +48,10 @@ MACHINE = {"perfsuite": {"device": "cuda", "gpu_name": "NVIDIA H200", "compute_c
 RUN_HOST_SD, ROW_HOST_SD, PROBE_NOISE = 0.12, 0.15, 0.02
 
 
-def synthetic_run(rng: random.Random, name: str, device_cv: float, host_cv: float, effect: float) -> SavedRun:
-    """One saved run: every row's median and host probe, drawn from the model in the docstring."""
+def synthetic_run(rng: random.Random, name: str, device_cv: float, host_cv: float, effect: float,
+                  device_time: bool = False) -> SavedRun:
+    """One saved run: every row's median and host probe (and device and host time), drawn from the model in
+    the docstring."""
     run_host = rng.gauss(0, RUN_HOST_SD)
     rows = []
     for row, kind, slope, noise in ROWS:
@@ -53,15 +60,23 @@ def synthetic_run(rng: random.Random, name: str, device_cv: float, host_cv: floa
         change = {"small": 2 * effect, "large": effect, "other": 0.0}[kind]
         median = 1e-3 * math.exp(slope * host + rng.gauss(0, sigma)) * (1 + change)
         probe = 2e-4 * math.exp(host + rng.gauss(0, PROBE_NOISE))
+        extra = {"backend": "eager", "model": "alexnet", "host_probe": {"median_s": probe},
+                 "kind": "latency" if kind != "other" else "model_load" if "load" in row else "cold_start"}
+        if device_time and kind != "other":
+            device = 5e-4 * math.exp(rng.gauss(0, device_cv)) * (1 + change)
+            host_s = 2e-4 * math.exp(host + rng.gauss(0, host_cv))
+            extra["device_time"] = {"available": True, "median_s": device}
+            extra["host_time"] = {"available": True, "median_s": host_s}
         rows.append({"name": row, "fullname": f"benchmarks/sim.py::{row}",
                      "stats": {"median": median, "mean": median, "stddev": 0.0, "rounds": 100},
-                     "extra_info": {"backend": "eager", "model": "alexnet", "host_probe": {"median_s": probe}}})
+                     "extra_info": extra})
     return SavedRun(Path(name), {"machine_info": MACHINE, "benchmarks": rows,
                                  "perfsuite": {"schema_version": 1, "outcomes": []}})
 
 
 def simulate(runs_per_side: int, effect: float, device_cv: float = 0.01, host_cv: float = 0.06,
-             trials: int = 400, seed: int = 11, settings: GateSettings | None = None) -> dict[str, Any]:
+             trials: int = 400, seed: int = 11, settings: GateSettings | None = None,
+             device_time: bool = False) -> dict[str, Any]:
     """Rates over ``trials`` whole gate runs, each ``runs_per_side`` + ``runs_per_side`` runs."""
     settings = settings or GateSettings()
     rng = random.Random(f"{seed}-{runs_per_side}-{effect}-{device_cv}-{host_cv}")
@@ -70,9 +85,10 @@ def simulate(runs_per_side: int, effect: float, device_cv: float = 0.01, host_cv
     small = [row for row, kind, _, _ in ROWS if kind == "small"]
     large = [row for row, kind, _, _ in ROWS if kind == "large"]
     for trial in range(trials):
-        baseline = [synthetic_run(rng, f"base-{trial}-{i}.json", device_cv, host_cv, 0.0)
+        baseline = [synthetic_run(rng, f"base-{trial}-{i}.json", device_cv, host_cv, 0.0, device_time)
                     for i in range(runs_per_side)]
-        new = [synthetic_run(rng, f"new-{trial}-{i}.json", device_cv, host_cv, effect) for i in range(runs_per_side)]
+        new = [synthetic_run(rng, f"new-{trial}-{i}.json", device_cv, host_cv, effect, device_time)
+               for i in range(runs_per_side)]
         result = compare_runs(baseline, new, settings)
         rows = {c.name: c for c in result.comparisons}
         counts["fail"] += result.outcome == "fail"

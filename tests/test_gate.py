@@ -111,11 +111,12 @@ def test_benjamini_hochberg_adjusts_over_the_rows():
     assert benjamini_hochberg([]) == []
 
 
-def timed(effect: float, p: float | None, mde: float | None, runs: int = 6) -> TimeComparison:
-    """A row's numbers as decide() sees them (p one-sided in the direction of the effect, adjusted)."""
+def timed(effect: float, p: float | None, mde: float | None, runs: int = 6, raw: float | None = None) -> TimeComparison:
+    """A row's numbers as decide() sees them (p one-sided in the direction of the effect, adjusted; ``raw``:
+    the change of the medians, default the tested change)."""
     slower, faster = (p, None if p is None else 1 - p) if effect >= 0 else (None if p is None else 1 - p, p)
-    return TimeComparison((1.0,) * runs, (1 + effect,) * runs, None, None, effect, effect, None, None, 0.01, 0.01,
-                          mde, slower, faster, slower, faster)
+    return TimeComparison((1.0,) * runs, (1 + effect,) * runs, None, None, effect, effect if raw is None else raw,
+                          None, None, 0.01, 0.01, mde, slower, faster, slower, faster)
 
 
 @pytest.mark.parametrize(("effect", "p", "mde", "verdict", "why"), [
@@ -126,7 +127,12 @@ def timed(effect: float, p: float | None, mde: float | None, runs: int = 6) -> T
     (0.30, 0.001, 0.60, Verdict.REGRESSED, None),  # beyond its MDE, significant: still called
     (0.03, 0.20, 0.04, Verdict.UNCHANGED, None),  # the row resolves 5%: nothing that large happened
     (0.03, 0.20, 0.12, Verdict.UNRESOLVED, "MDE 12.0% > threshold 5%"),
-    (0.08, 0.20, 0.12, Verdict.UNRESOLVED, "MDE 12.0%"),  # within this row's noise
+    # rule 3 (issue 14): beyond the threshold and not called is "could not tell", whatever the MDE (the old
+    # gate said unresolved here, and passed)
+    (0.08, 0.20, 0.12, Verdict.INCONCLUSIVE, "beyond the 5% threshold but not called"),
+    (1.00, 0.02, 320.0, Verdict.INCONCLUSIVE, "100.0% slower, beyond the 5% threshold"),
+    (-0.08, 0.20, 0.12, Verdict.INCONCLUSIVE, "8.0% faster"),
+    (0.049, 0.20, 0.12, Verdict.UNRESOLVED, "MDE 12.0%"),  # within the threshold: unresolved
     (0.08, 0.03, 0.04, Verdict.INCONCLUSIVE, "could not tell"),  # beyond threshold and MDE, not significant
     (0.20, 0.03, 0.12, Verdict.INCONCLUSIVE, "could not tell"),
     (0.03, 0.20, None, Verdict.UNRESOLVED, "spread, hence the MDE, is unknown"),
@@ -135,6 +141,28 @@ def test_verdict_rules(effect, p, mde, verdict, why):
     got, note = decide(timed(effect, p, mde), SETTINGS)
     assert got is verdict
     assert (note is None) if why is None else (why in note)
+
+
+def test_rule_3_counts_the_change_of_the_medians_too():
+    """At equal host speed a row may test +1% while its medians moved +30%: not called, that is "could not
+    tell", not a pass (the adjustment rests on a fitted slope; the change a user sees is the medians')."""
+    verdict, note = decide(timed(0.01, 0.4, 0.5, raw=0.30), SETTINGS)
+    assert verdict is Verdict.INCONCLUSIVE and "30.0% slower (medians; +1.0% as tested)" in note
+    assert decide(timed(0.01, 0.4, 0.5, raw=0.04), SETTINGS)[0] is Verdict.UNRESOLVED
+    assert decide(timed(0.01, 0.4, 0.04, raw=0.04), SETTINGS)[0] is Verdict.UNCHANGED
+
+
+def test_each_figure_is_judged_against_its_own_threshold():
+    """decide() with a figure's threshold: a host-side figure (threshold 25%, called from 12.5%) is
+    unchanged or unresolved within 25% and inconclusive beyond it; min_effect scales with the threshold."""
+    settings = GateSettings()  # threshold 5%, host_threshold 25%
+    assert settings.host_threshold == 0.25 and settings.min_effect_for(0.25) == pytest.approx(0.125)
+    assert decide(timed(0.20, 0.3, 0.22), settings, 0.25)[0] is Verdict.UNCHANGED
+    assert decide(timed(0.20, 0.3, 0.40), settings, 0.25)[0] is Verdict.UNRESOLVED
+    verdict, note = decide(timed(0.30, 0.3, 0.40), settings, 0.25)
+    assert verdict is Verdict.INCONCLUSIVE and "beyond the 25% threshold" in note
+    assert decide(timed(0.10, 0.001, 0.05), settings, 0.25)[0] is Verdict.UNCHANGED  # significant, below 12.5%
+    assert decide(timed(0.13, 0.001, 0.05), settings, 0.25)[0] is Verdict.REGRESSED
 
 
 def test_one_run_a_side_calls_nothing():
@@ -158,6 +186,17 @@ def test_settings_from_pyproject_and_options():
     assert parse_fraction("5%", "x") == pytest.approx(0.05)
     with pytest.raises(InputError, match=r"threshold.*not a fraction"):
         settings_from_config(config, {"threshold": "five"})
+    assert settings.host_threshold == 0.25 and settings.informational == ("model_load", "cold_start")
+    custom = settings_from_config(SuiteConfig(extra={"gate": {"host_threshold": "30%", "informational": []}}),
+                                  {"informational": "cold_start"})
+    assert custom.host_threshold == pytest.approx(0.30) and custom.informational == ("cold_start",)
+    assert settings_from_config(None, {"informational": ""}).informational == ()
+    with pytest.raises(InputError, match=r"\[tool\.perfsuite\.gate\] host_threshold: 'lots' is not a fraction"):
+        settings_from_config(SuiteConfig(extra={"gate": {"host_threshold": "lots"}}))
+    with pytest.raises(InputError, match=r"host_threshold 0\.0%: must be above 0"):
+        settings_from_config(SuiteConfig(extra={"gate": {"host_threshold": 0}}))
+    with pytest.raises(InputError, match=r"informational: 5 is not a list of row kinds"):
+        settings_from_config(SuiteConfig(extra={"gate": {"informational": 5}}))
     for unknown in ({"treshold": 0.05}, {"single_run_threshold": "15%"}, {"fail_on_inconclusive": True},
                     {"host_slow": "25%"}):  # removed settings are refused, not silently ignored
         with pytest.raises(InputError, match="unknown setting"):
@@ -282,7 +321,7 @@ def test_a_clear_slowdown_of_real_runs_fails_the_gate(tmp_path):
     (itself,) = same.comparisons
     assert itself.verdict is Verdict.UNRESOLVED and itself.time.effect == pytest.approx(0, abs=1e-12)
     assert same.exit_code == 0  # session 1's machine was too noisy to resolve 5% (the MDE says so)
-    assert "cannot resolve the 5% threshold" in render_result(same)
+    assert "cannot resolve their threshold in some figure (5%" in render_result(same)
 
 
 def slowed(factor: float):
@@ -387,7 +426,10 @@ def test_spoiled_runs_are_left_out(tmp_path):
     assert len(comparison.time.new) == 4 and comparison.verdict is Verdict.REGRESSED
     assert [(e.side, Path(e.run).name, e.reason) for e in comparison.left_out] == [
         ("new", "base-10.json", "other processes used 45% of the CPU (> 10%)")]
-    assert "new run base-10.json left out: other processes used 45% of the CPU (> 10%)" in render_result(result)
+    detail = "new run base-10.json left out: other processes used 45% of the CPU (> 10%)"
+    assert detail in render_result(result, verbose=True)
+    assert detail not in render_result(result)  # by default one line a row, the left-out runs counted
+    assert "1 new run(s) left out (other processes used 45% of the CPU (> 10%))" in render_result(result)
 
 
 def test_mostly_throttled_or_shared_is_inconclusive(tmp_path):
@@ -696,10 +738,22 @@ def test_cli_baseline_save_then_compare(tmp_path, capsys):
     assert folder.name in capsys.readouterr().out
 
 
-def test_gate_result_is_plain_data():
+def test_gate_result_is_plain_data_under_its_declared_schema():
+    """compare --json: plain JSON, rows under "rows" (not "benchmarks", which tools read as pytest-benchmark
+    rows), valid against the declared schema, each row with its figures."""
+    from perfsuite.gate.result_schema import COMPARE_SCHEMA
+    from perfsuite.validation import validate
+
     result = compare_runs([load_run(p) for p in BASE[:3]], [load_run(p) for p in SLOWER[:3]], SETTINGS)
     data = json.loads(json.dumps(result.as_dict()))  # raises TypeError on anything but plain JSON types
-    assert data["benchmarks"][0]["time"]["new"] == list(result.comparisons[0].time.new)
+    validate(data, COMPARE_SCHEMA, "compare --json")
+    assert "benchmarks" not in data and data["schema"] == "perfsuite-compare-result"
+    (row,) = data["rows"]
+    assert row["time"]["new"] == list(result.comparisons[0].time.new)
+    assert list(row["figures"]) == ["latency"] and row["deciding_figure"] == "latency"
+    assert row["figures"]["latency"]["threshold"] == 0.05 and row["figures_not_recorded"] == ["device", "host"]
+    with pytest.raises(InputError, match="rows"):
+        validate({**data, "rows": [{**row, "verdict": "green"}]}, COMPARE_SCHEMA, "compare --json")
 
 
 @pytest.mark.parametrize("section,message", [

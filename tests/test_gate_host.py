@@ -296,7 +296,7 @@ def test_a_change_that_slows_the_probe_too_is_partly_taken_for_host_speed_and_sh
     assert host.time.probe_change == pytest.approx(0.10, abs=0.08)
     assert rows[DEVICE_BOUND].verdict is Verdict.REGRESSED
     assert rows[DEVICE_BOUND].time.effect == pytest.approx(0.10, abs=0.02)
-    text = render_result(result)
+    text = render_result(result, verbose=True)
     header = next(line for line in text.splitlines() if line.startswith("host probe"))
     new_probes = [run.host_speed_s for run in new]
     change = statistics.median(new_probes) / statistics.median([run.host_speed_s for run in baseline]) - 1
@@ -305,7 +305,7 @@ def test_a_change_that_slows_the_probe_too_is_partly_taken_for_host_speed_and_sh
     assert f"with the new side's probes {host.time.probe_change:+.1%}" in note
     assert f"{host.time.effect:+.1%} at equal host speed" in note and f"medians {host.time.raw_effect:+.1%}" in note
     data = json.loads(json.dumps(result.as_dict()))
-    (host_json,) = [b for b in data["benchmarks"] if b["key"] == HOST_BOUND]
+    (host_json,) = [b for b in data["rows"] if b["key"] == HOST_BOUND]
     assert host_json["time"]["slope"] == pytest.approx(host.time.slope)
     assert host_json["time"]["new_probe"] == [run.benchmarks[HOST_BOUND].host_probe_s for run in new]
     assert data["host_probe_s"]["new"] == new_probes

@@ -18,6 +18,9 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threshold",
                        help="the slowdown the gate must catch: each row's minimum detectable effect (MDE) is held "
                             f"against it, e.g. 5%% (default {_percent(defaults.threshold)})")
+    group.add_argument("--host-threshold", dest="host_threshold",
+                       help="the same for the host-side figures (latency, host time) of rows that also have device "
+                            f"time, which carry the host's noise (default {_percent(defaults.host_threshold)})")
     group.add_argument("--min-effect", dest="min_effect",
                        help="a significant change smaller than this counts as unchanged (default: half the "
                             f"threshold, {_percent(defaults.min_effect, 1)})")
@@ -41,11 +44,14 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--statistic", choices=STATISTICS, help="per-run value compared (default median)")
     group.add_argument("--require-backends", dest="require_backends",
                        help="comma-separated backends that must have results in every new run")
+    group.add_argument("--informational",
+                       help="comma-separated row kinds shown with verdicts that never decide the gate (default "
+                            f"{','.join(defaults.informational)}; '' gates every row)")
 
 
 def settings_from_args(args: argparse.Namespace) -> GateSettings:
-    keys = ("threshold", "min_effect", "alpha", "power", "inconclusive", "memory_threshold",
-            "memory_floor_mib", "cv_threshold", "host_contention", "statistic", "require_backends")
+    keys = ("threshold", "host_threshold", "informational", "min_effect", "alpha", "power", "inconclusive",
+            "memory_threshold", "memory_floor_mib", "cv_threshold", "host_contention", "statistic", "require_backends")
     return settings_from_config(load_suite_config(), {key: getattr(args, key, None) for key in keys})
 
 

@@ -5,7 +5,7 @@ changed, the speed and memory verdicts of ``perfsuite compare``, and parity per 
 against the goldens and in the runs. The golden check runs here, for NEW's model, backends and
 precisions: run the command where NEW ran, or pass a ``perfsuite golden check --json`` report made
 there with ``--golden-json``. Exit 0: nothing failed; 1: the gate or a golden check failed;
-2: unusable input.
+2: unusable input; 3: nothing failed but the gate is undecided (as ``perfsuite compare``).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     page = render_upgrade_report(report, args.title)
     if output is not None:
         write_output(output, "--output", page)
-        print(f"perfsuite upgrade-report: {'FAIL' if report.failed else 'PASS'}; wrote {output}")
+        print(f"perfsuite upgrade-report: {report.verdict}; wrote {output}")
     else:
         print(page, end="")
     return report.exit_code

@@ -76,6 +76,20 @@ class BenchmarkRecord:
     def telemetry(self) -> Mapping[str, Any] | None:
         return self.extra_info.get("gpu_telemetry")
 
+    def timing_figure(self, field: str) -> tuple[float | None, str | None]:
+        """``extra_info[field]`` ("device_time" or "host_time", per call): (median seconds, None) where
+        available; (None, the recorded reason) where measured as unavailable; (None, None) where the run
+        did not record the field (made before perfsuite measured it)."""
+        entry = self.extra_info.get(field)
+        if not isinstance(entry, Mapping):
+            return None, None
+        value = entry.get("median_s")
+        if entry.get("available") is not True:
+            return None, str(entry.get("reason") or "recorded as unavailable, no reason given")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            return None, f"recorded as available but its median_s is {value!r}, not a positive number"
+        return float(value), None
+
     @property
     def host_probe_s(self) -> float | None:
         """Median time of the host-speed probe timed between this row's rounds, None if not recorded."""

@@ -1,10 +1,13 @@
 """Settings of the gate: defaults, ``[tool.perfsuite.gate]`` in pyproject.toml, then options.
 
     [tool.perfsuite.gate]
-    threshold = "5%"              # the slowdown the gate must catch; each row's MDE is held against it
+    threshold = "5%"              # the slowdown the gate must catch: device time, and latency where a row
+                                  # has no device time; each figure's MDE is held against its threshold
+    host_threshold = "25%"        # the same for host-side figures (latency and host time) of rows that
+                                  # also have device time: on a shared VM they carry the host's noise
     min_effect = "2.5%"           # a significant change smaller than this counts as unchanged
                                   # (default: half the threshold)
-    alpha = 0.01                  # error rate of one whole gate run (Benjamini-Hochberg over its rows)
+    alpha = 0.01                  # error rate of one whole gate run (Benjamini-Hochberg over all its tests)
     power = "95%"                 # power at which each row's minimum detectable effect is stated
     inconclusive = "undecided"    # what "could not tell" does: undecided (exit 3) | fail (1) | pass (0)
     memory_threshold = "10%"      # relative memory growth that counts ...
@@ -14,6 +17,7 @@
     statistic = "median"          # per-run statistic compared: median | mean | min
     baseline_dir = ".perfsuite-baselines"
     require_backends = []         # backends that must have results in every new run
+    informational = ["model_load", "cold_start"]  # row kinds shown with verdicts that never decide the gate
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from perfsuite.errors import InputError
 
 STATISTICS = ("median", "mean", "min")
 INCONCLUSIVE_ACTIONS = ("undecided", "fail", "pass")
-FRACTIONS = ("threshold", "min_effect", "alpha", "power", "memory_threshold", "cv_threshold", "host_contention")
+FRACTIONS = ("threshold", "host_threshold", "min_effect", "alpha", "power", "memory_threshold", "cv_threshold",
+             "host_contention")
 MIB = 1024 * 1024
 
 
@@ -48,7 +53,9 @@ class GateSettings:
     """Everything that decides a verdict; recorded with every gate result."""
 
     threshold: float = 0.05
-    min_effect: float | None = None  # None: threshold / 2
+    #: host-side figures (latency, host time) of rows that also have device time: see docs/gate.md
+    host_threshold: float = 0.25
+    min_effect: float | None = None  # None: threshold / 2 (host-side figures: scaled to host_threshold)
     alpha: float = 0.01
     power: float = 0.95
     inconclusive: str = "undecided"
@@ -59,6 +66,8 @@ class GateSettings:
     statistic: str = "median"
     require_backends: tuple[str, ...] = ()
     baseline_dir: str = ".perfsuite-baselines"
+    #: row kinds (extra_info "kind") whose verdicts are shown but never decide the gate's outcome
+    informational: tuple[str, ...] = ("model_load", "cold_start")
 
     def __post_init__(self) -> None:
         if self.min_effect is None:
@@ -73,12 +82,18 @@ class GateSettings:
             raise InputError(f"power {self.power}: must lie in [50%, 100%)")
         if self.threshold <= 0:
             raise InputError(f"threshold {self.threshold:.1%}: must be above 0")
+        if self.host_threshold <= 0:
+            raise InputError(f"host_threshold {self.host_threshold:.1%}: must be above 0")
         if self.min_effect > self.threshold:
             raise InputError(f"min_effect {self.min_effect:.1%} is above threshold {self.threshold:.1%}: a change "
                              "of threshold size could then never be called")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def min_effect_for(self, threshold: float) -> float:
+        """A figure's min_effect: ``min_effect`` scaled from ``threshold`` to the figure's own threshold."""
+        return self.min_effect * threshold / self.threshold
 
 
 def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any] | None = None) -> GateSettings:
@@ -97,11 +112,13 @@ def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any
                 values["memory_floor_bytes"] = int(float(value) * MIB)
             except ValueError as exc:
                 raise InputError(f"{source}: {value!r} is not a number of MiB") from exc
-        elif key == "require_backends":
-            if not isinstance(value, (str, list, tuple)):
-                raise InputError(f"{source}: {value!r} is not a list of backend names")
+        elif key in ("require_backends", "informational"):
+            what = "backend names" if key == "require_backends" else "row kinds (e.g. model_load, cold_start)"
+            if not isinstance(value, (str, list, tuple)) or (not isinstance(value, str)
+                                                             and not all(isinstance(item, str) for item in value)):
+                raise InputError(f"{source}: {value!r} is not a list of {what}")
             items = value.split(",") if isinstance(value, str) else list(value)
-            values[key] = tuple(str(item).strip() for item in items if str(item).strip())
+            values[key] = tuple(item.strip() for item in items if item.strip())
         elif key in ("statistic", "baseline_dir", "inconclusive"):
             if not isinstance(value, str):
                 raise InputError(f"{source}: {value!r} is not a string")
@@ -110,6 +127,6 @@ def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any
             values[key] = value
         else:
             known = ", ".join([*FRACTIONS, "memory_floor_mib", "statistic", "inconclusive", "baseline_dir",
-                               "require_backends"])
+                               "require_backends", "informational"])
             raise InputError(f"{source}: unknown setting; known: {known}")
     return GateSettings(**values)

@@ -2,32 +2,48 @@
 
 Replicates are whole runs. Samples within one run share the machine's state during that run
 (clocks, placement, host speed, other tenants), so they are not independent evidence about the
-next run; only another run is. Each run contributes one number per benchmark (its median by
-default), and for each benchmark (row) the gate computes
+next run; only another run is. Each run contributes one number per benchmark (row) and **figure**:
+the host-inclusive ``latency`` (its median by default), and on CUDA latency rows the ``device``
+time (stream held while the host enqueues, events around the block) and ``host`` time (thread CPU
+time of the enqueue), read from ``extra_info.device_time`` / ``host_time`` where every compared run
+has them (``FIGURE_FIELDS``). For each figure of each row the gate computes
 
-* the **change**: new against baseline, at equal host speed where the runs recorded it (below),
-  and the plain change of the medians beside it (the headline);
+* the **change**: new against baseline, at equal host speed where the runs recorded it (latency and
+  host time, below; device time is not host work and is compared as measured), and the plain change
+  of the medians beside it (the headline);
 * a **test**: Student's t-test of "new runs are slower" (or faster) on the logarithms of the
   per-run numbers, the spread pooled over both sides (so a single new run can be tested against a
   baseline's spread). A rank test cannot serve: with 6 + 6 runs the exact Mann-Whitney p is never
   below 1/924, above what a gate run of 15 rows needs of one row;
-* **one error rate for the whole gate run**: the rows' p-values are adjusted together
-  (Benjamini-Hochberg at ``alpha``, 1%). When nothing changed this bounds the chance that *any*
-  row is called by ``alpha``; when several rows change together (a slower kernel, a torch
+* **one error rate for the whole gate run**: the p-values of every figure of every row are adjusted
+  together (Benjamini-Hochberg at ``alpha``, 1%). When nothing changed this bounds the chance that
+  *any* figure is called by ``alpha``; when several change together (a slower kernel, a torch
   upgrade) it still calls them, more easily than one alone;
-* the row's **minimum detectable effect** (MDE) from its run-to-run spread (the baseline's, or the
+* the figure's **minimum detectable effect** (MDE) from its run-to-run spread (the baseline's, or the
   pooled one where larger: a few lucky baseline runs must not make a row look steadier than it
   is): the slowdown called with probability ``power`` (95%) at the runs compared, were this the
-  only row to change (the test at alpha / rows, and the ``min_effect`` floor).
+  only figure to change (the test at alpha / tests, and the figure's ``min_effect`` floor).
 
-Verdicts: ``regressed`` / ``improved`` when the adjusted test is significant and the change exceeds
-``min_effect`` (half the ``threshold``: a slowdown of threshold size is still called when it
-measures a little smaller); otherwise ``inconclusive`` ("could not tell") when the change is beyond
-both the threshold and the row's MDE (more than its noise explains, yet not significant);
-``unchanged`` when the row resolves the threshold (MDE <= threshold); else ``unresolved``: no change
-called, but the row's noise could hide one of threshold size (shown, with its MDE). With one run a
-side there is no run-to-run spread, no test and no MDE: nothing is called; changes beyond the
-threshold are inconclusive, the rest unresolved.
+Each figure has its own **threshold** (``figure_threshold``): device time, and latency of a row
+without device time, against ``threshold`` (5%); the host-side figures of a row that has device
+time (its latency and host time) against ``host_threshold`` (25%): on a shared VM they carry the
+host's noise, and the model's work is judged by device time. ``min_effect`` scales with it.
+
+Verdicts of a figure: ``regressed`` / ``improved`` when the adjusted test is significant and the
+change exceeds ``min_effect`` (half the threshold: a slowdown of threshold size is still called when
+it measures a little smaller); otherwise ``inconclusive`` ("could not tell") when the observed change
+is beyond the threshold, whatever the MDE (rule 3: a change beyond the threshold is never a pass; the
+observed change is the tested one and that of the medians, unless the host probe accounts for the
+latter: see ``raw_change_counts``); ``unchanged`` when the figure resolves the threshold (MDE <=
+threshold); else ``unresolved``: no change beyond the threshold seen, but the figure's noise could
+hide one of threshold size (shown, with its MDE). With one run a side there is no run-to-run spread,
+no test and no MDE: nothing is called; changes beyond the threshold are inconclusive, the rest
+unresolved. A row's verdict is the first of ``ROW_ORDER`` any of its figures has; the figure that
+called it is the row's ``deciding`` figure (``time`` is its comparison; ``figures`` holds them all).
+
+Rows whose kind is in ``informational`` (model load and cold start by default) are judged and shown
+the same way, but their time verdicts never decide the gate's outcome (missing, failed or a memory
+regression still do).
 
 Runs are left out of a row, with the reason shown and recorded: a run whose measurement was
 throttled or shared its GPU, or shared the CPU with other processes beyond ``host_contention``; if
@@ -36,21 +52,22 @@ most of a side was spoiled the row is inconclusive.
 **Host speed.** Small-batch rows are host-bound, and a VM's host moves between fast and slow states
 from one process to the next (and even between rows of one run): per-run medians of one row scatter
 by 20-30% (H200, docs/results). Every row records its own host probe, a host-bound control timed
-between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test
-compares the two sides *at equal host speed*: a regression of the log per-run values on the log of
-the row's probe, with a term for the side (analysis of covariance; the slope is fitted, about 1.2
-for host-bound rows and about 0 for device-bound ones, so one fixed model serves both and nothing
-is chosen after looking at the numbers). The change called is the side term; the host-inclusive
-change of the medians stays the headline and is shown beside it. Where the two sides ran at
-different host speeds, the probe term takes up part of the difference between them and the side term
-is known less precisely: the row's MDE counts that. Measured on the H200, this cut the run-to-run
-spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that slows the
-probe as much as the model (e.g. more overhead in torch's launch path itself) is partly taken for
-host speed: the report shows how much slower the new side's probes ran.
+between its rounds (``perfsuite.measure``). Where every compared run of a row has one, the test of
+its latency (and host time) compares the two sides *at equal host speed*: a regression of the log
+per-run values on the log of the row's probe, with a term for the side (analysis of covariance; the
+slope is fitted, about 1.2 for host-bound rows and about 0 for device-bound ones, so one fixed model
+serves both and nothing is chosen after looking at the numbers). The change called is the side term;
+the host-inclusive change of the medians stays the headline and is shown beside it. Where the two
+sides ran at different host speeds, the probe term takes up part of the difference between them and
+the side term is known less precisely: the row's MDE counts that. Measured on the H200, this cut the
+run-to-run spread of batch-1 rows from 25% to 6% and of batch-64/256 rows to 0.3-2%. A change that
+slows the probe as much as the model (e.g. more overhead in torch's launch path itself) is partly
+taken for host speed: the report shows how much slower the new side's probes ran.
 
-The whole gate: ``fail`` (exit 1) on any regressed, missing or failed row, memory regression or
-required backend without results; else ``undecided`` (exit 3; the ``inconclusive`` setting can
-make it fail or pass instead) on any inconclusive row; else ``pass`` (exit 0).
+The whole gate: ``fail`` (exit 1) on any regressed (not informational), missing or failed row,
+memory regression or required backend without results; else ``undecided`` (exit 3; the
+``inconclusive`` setting can make it fail or pass instead) on any inconclusive row that is not
+informational; else ``pass`` (exit 0).
 
 Memory (peak GPU memory and the runner's host RSS growth) is compared by the median over runs
 of the finite values: a growth beyond ``memory_threshold`` and ``memory_floor_bytes`` regresses.
@@ -246,8 +263,18 @@ class TimeComparison:
     mde: float | None  # from the baseline spread, or the pooled one where larger
     p_slower: float | None  # one-sided, this row alone
     p_faster: float | None
-    p_slower_adjusted: float | None = None  # Benjamini-Hochberg over the gate run's rows
+    p_slower_adjusted: float | None = None  # Benjamini-Hochberg over all tests of the gate run
     p_faster_adjusted: float | None = None
+    standard_error: float | None = None  # of the tested log change (None: no test)
+    df: int | None = None  # the test's degrees of freedom
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float] | None:
+        """Two-sided confidence interval of the tested change (as ``effect``), None without a test."""
+        if self.standard_error is None or self.df is None:
+            return None
+        half = float(_scipy().stats.t.ppf(0.5 + confidence / 2, self.df)) * self.standard_error
+        shift = math.log1p(self.effect)
+        return math.expm1(shift - half), math.expm1(shift + half)
 
     @property
     def host_adjusted(self) -> bool:
@@ -265,6 +292,39 @@ class TimeComparison:
     def p_adjusted(self) -> float | None:
         """The adjusted p-value in the direction of the change."""
         return self.p_slower_adjusted if self.effect >= 0 else self.p_faster_adjusted
+
+
+#: the figures of a row, in the order the report shows them: the host-inclusive latency (pytest-benchmark's
+#: statistic), and on CUDA rows the device time (stream held while the host enqueues) and host time
+#: (the enqueue's thread CPU time), read from extra_info (perfsuite.measure, results.py)
+FIGURES = {"latency": "latency", "device": "device time", "host": "host time"}
+FIGURE_FIELDS = {"device": "device_time", "host": "host_time"}
+#: which figure stands for a row whose figures agree: the device's own work first
+PRIMARY_ORDER = ("device", "latency", "host")
+#: a row's verdict from its figures': the first of these that any figure has
+ROW_ORDER = (Verdict.REGRESSED, Verdict.INCONCLUSIVE, Verdict.UNRESOLVED, Verdict.IMPROVED, Verdict.UNCHANGED)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureComparison:
+    """One figure of a row, judged against its own threshold (see the module docstring)."""
+
+    name: str  # a key of FIGURES
+    time: TimeComparison
+    threshold: float
+    min_effect: float
+    verdict: Verdict = Verdict.UNCHANGED
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return FIGURES[self.name]
+
+    def as_dict(self) -> dict[str, Any]:
+        interval = self.time.interval()
+        return {"verdict": self.verdict.value, "threshold": self.threshold, "min_effect": self.min_effect,
+                "note": self.note, "interval_95": list(interval) if interval else None,
+                **dataclasses.asdict(self.time)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,15 +357,33 @@ class BenchmarkComparison:
     key: str
     name: str
     backend: str | None
-    verdict: Verdict
-    time: TimeComparison | None = None
+    verdict: Verdict  # the row's: from its figures' (ROW_ORDER)
+    time: TimeComparison | None = None  # the deciding figure's (``deciding``)
     memory: list[MemoryComparison] = dataclasses.field(default_factory=list)
     left_out: list[LeftOut] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    kind: str | None = None  # extra_info "kind": latency, model_load, cold_start
+    informational: bool = False  # shown, never deciding the gate (settings.informational)
+    figures: dict[str, FigureComparison] = dataclasses.field(default_factory=dict)
+    deciding: str | None = None  # the figure whose verdict is the row's (the most significant where several)
+    called_by: list[str] = dataclasses.field(default_factory=list)  # every figure with the row's verdict
+    #: figures no compared run recorded (runs made before perfsuite measured them), and figures every run
+    #: recorded as unavailable: name -> reason (the report says each once, not per row)
+    not_recorded: list[str] = dataclasses.field(default_factory=list)
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def failing(self) -> bool:
-        return self.verdict in FAILING or any(m.verdict is Verdict.REGRESSED for m in self.memory)
+        """Whether this row fails the gate: missing or failed, a memory regression, or a time regression of
+        a row that is not informational."""
+        if self.verdict in (Verdict.MISSING, Verdict.FAILED) or any(m.verdict is Verdict.REGRESSED
+                                                                    for m in self.memory):
+            return True
+        return self.verdict is Verdict.REGRESSED and not self.informational
+
+    @property
+    def deciding_figure(self) -> FigureComparison | None:
+        return self.figures.get(self.deciding) if self.deciding else None
 
 
 @dataclasses.dataclass
@@ -320,12 +398,17 @@ class GateResult:
     software_changes: list[tuple[str, str, str]]  # (package, baseline, new) where they differ
     software_same: dict[str, str]
     backend_failures: list[str]
-    family_size: int  # rows compared on time: the MDE assumes the test at alpha / family_size
+    family_size: int  # tests (figures of rows) compared on time: the MDE assumes the test at alpha / family_size
     #: runs on different physical GPUs of the fingerprint (``gate.hardware.physical_gpu_notes``)
     physical_gpus: list[str] = dataclasses.field(default_factory=list)
 
     def count(self, verdict: Verdict) -> int:
-        return sum(c.verdict is verdict for c in self.comparisons)
+        """Rows with this verdict that decide the gate (informational rows are counted apart)."""
+        return sum(c.verdict is verdict and not c.informational for c in self.comparisons)
+
+    @property
+    def informational(self) -> list[BenchmarkComparison]:
+        return [c for c in self.comparisons if c.informational]
 
     @property
     def outcome(self) -> str:
@@ -343,20 +426,29 @@ class GateResult:
         return EXIT_CODES[self.outcome]
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as ``compare --json`` writes it; its JSON Schema is ``gate.result_schema.COMPARE_SCHEMA``."""
+        from perfsuite.gate.result_schema import SCHEMA_ID, SCHEMA_VERSION
+
         def comparison(c: BenchmarkComparison) -> dict[str, Any]:
-            return {"key": c.key, "name": c.name, "backend": c.backend, "verdict": c.verdict.value,
-                    "failing": c.failing, "notes": c.notes,
+            return {"key": c.key, "name": c.name, "backend": c.backend, "kind": c.kind, "verdict": c.verdict.value,
+                    "failing": c.failing, "informational": c.informational, "deciding_figure": c.deciding,
+                    "called_by": c.called_by, "notes": c.notes,
                     "time": dataclasses.asdict(c.time) if c.time else None,
+                    "figures": {name: figure.as_dict() for name, figure in c.figures.items()},
+                    "figures_not_recorded": c.not_recorded, "figures_unavailable": c.unavailable,
                     "left_out": [dataclasses.asdict(entry) for entry in c.left_out],
                     "memory": [{"metric": m.metric, "baseline": m.baseline, "new": m.new, "verdict": m.verdict.value}
                                for m in c.memory]}
 
         return {
+            "schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION,
             "passed": self.outcome == "pass", "outcome": self.outcome, "exit_code": self.exit_code,
             "settings": self.settings.as_dict(),
-            "statistics": {"test": "one-sided Student t-test (pooled) on log per-run values, at equal host speed "
-                                   "(least squares on the log host probe) where recorded",
-                           "multiplicity": "Benjamini-Hochberg", "family_size": self.family_size,
+            "statistics": {"test": "one-sided Student t-test (pooled) on log per-run values of each figure; latency "
+                                   "and host time at equal host speed (least squares on the log host probe) where "
+                                   "recorded, device time as measured",
+                           "multiplicity": "Benjamini-Hochberg over every figure test of the gate run",
+                           "family_size": self.family_size,
                            "mde_alpha": self.settings.alpha / max(self.family_size, 1),
                            "mde_power": self.settings.power},
             "hardware": {"id": self.hardware.id, "label": self.hardware.label, **self.hardware.as_dict()},
@@ -370,35 +462,57 @@ class GateResult:
             "new_runs": [str(r.path) for r in self.new_runs],
             "backend_failures": self.backend_failures,
             "counts": {v.value: self.count(v) for v in Verdict},
-            "benchmarks": [comparison(c) for c in self.comparisons],
+            "informational": [c.key for c in self.informational],
+            "rows": [comparison(c) for c in self.comparisons],
         }
 
 
-def decide(time: TimeComparison, settings: GateSettings) -> tuple[Verdict, str | None]:
-    """A row's verdict from its change, adjusted test and MDE (see the module docstring), and why."""
+def raw_change_counts(time: TimeComparison) -> bool:
+    """Whether rule 3 judges the change of the medians beside the tested one: always, except where the
+    figure is compared at equal host speed and the medians' change lies outside the 95% confidence interval
+    of the change at equal host speed, i.e. the host probes significantly account for the difference. Where
+    the sides' host speeds are confounded with the side (every new run on a slower host), the interval is
+    wide, holds the medians' change, and that change counts."""
+    interval = time.interval() if time.host_adjusted else None
+    return interval is None or interval[0] <= time.raw_effect <= interval[1]
+
+
+def decide(time: TimeComparison, settings: GateSettings, threshold: float | None = None,
+           min_effect: float | None = None) -> tuple[Verdict, str | None]:
+    """A figure's verdict from its change, adjusted test and MDE against its ``threshold`` (default the
+    gate's) and ``min_effect`` (default scaled to that threshold), see the module docstring; and why."""
+    threshold = settings.threshold if threshold is None else threshold
+    min_effect = settings.min_effect_for(threshold) if min_effect is None else min_effect
     effect = time.effect
     significant = time.p_adjusted is not None and time.p_adjusted <= settings.alpha
-    if significant and abs(effect) > settings.min_effect:
+    if significant and abs(effect) > min_effect:
         return (Verdict.REGRESSED if effect > 0 else Verdict.IMPROVED), None
-    direction = "slower" if effect > 0 else "faster"
+    # Rule 3: an observed change beyond the threshold, tested or of the medians, is never a pass. The medians'
+    # change is left aside only where the host probe accounts for it: compared at equal host speed, it lies
+    # outside the tested change's 95% confidence interval (the sides ran at measurably different host speeds).
+    observed = max(effect, time.raw_effect, key=abs) if raw_change_counts(time) else effect
+    beyond = abs(observed) > threshold
+    seen = (f"{abs(effect):.1%} {'slower' if effect > 0 else 'faster'}" if abs(observed) == abs(effect) else
+            f"{abs(observed):.1%} {'slower' if observed > 0 else 'faster'} (medians; {effect:+.1%} as tested)")
     if time.p_adjusted is None:
         why = "one run a side" if len(time.baseline) == len(time.new) == 1 else "identical runs"
-        if abs(effect) > settings.threshold:
-            return Verdict.INCONCLUSIVE, (f"{abs(effect):.1%} {direction}, but without run-to-run spread ({why}) a "
+        if beyond:
+            return Verdict.INCONCLUSIVE, (f"{seen}, but without run-to-run spread ({why}) a "
                                           "change cannot be told from noise: could not tell")
         return Verdict.UNRESOLVED, f"no run-to-run spread ({why}): no test, no MDE; nothing can be called"
-    if time.mde is not None and abs(effect) > max(settings.threshold, time.mde):
-        return Verdict.INCONCLUSIVE, (f"{abs(effect):.1%} {direction}, beyond the threshold and this row's MDE, but "
-                                      f"not significant (adjusted p = {time.p_adjusted:.3f} > {settings.alpha:g}): "
-                                      "could not tell; record more runs")
+    if beyond:
+        mde = "unknown" if time.mde is None else ">1000%" if time.mde > 10 else f"{time.mde:.1%}"
+        return Verdict.INCONCLUSIVE, (f"{seen}, beyond the {threshold:.0%} threshold but not called (adjusted p = "
+                                      f"{time.p_adjusted:.3f}, alpha {settings.alpha:g}; MDE {mde}): could not "
+                                      "tell; record more runs")
     if significant:
-        return Verdict.UNCHANGED, f"significant but {abs(effect):.1%}, below min_effect {settings.min_effect:.1%}"
-    if time.mde is not None and time.mde <= settings.threshold:
+        return Verdict.UNCHANGED, f"significant but {abs(effect):.1%}, below min_effect {min_effect:.1%}"
+    if time.mde is not None and time.mde <= threshold:
         return Verdict.UNCHANGED, None
     if time.mde is None:
         return Verdict.UNRESOLVED, (f"the baseline has fewer than {MIN_RUNS_FOR_SPREAD} runs compared: its "
                                     "run-to-run spread, hence the MDE, is unknown")
-    return Verdict.UNRESOLVED, (f"MDE {time.mde:.1%} > threshold {settings.threshold:.0%}: this row's run-to-run "
+    return Verdict.UNRESOLVED, (f"MDE {time.mde:.1%} > threshold {threshold:.0%}: this figure's run-to-run "
                                 "noise hides changes of threshold size; record more runs")
 
 
@@ -470,25 +584,61 @@ def _clean_runs(runs: Sequence[SavedRun], key: str, side: str, settings: GateSet
     return kept
 
 
+#: per figure: (baseline values, new values, baseline probes, new probes); probes None where not all recorded
+FigureInputs = dict[str, tuple[list[float], list[float], list[float] | None, list[float] | None]]
+
+
+def _figure_inputs(key: str, compared_base: Sequence[SavedRun], compared_new: Sequence[SavedRun],
+                   settings: GateSettings, result: BenchmarkComparison) -> FigureInputs:
+    """Each figure's per-run values, where every compared run has it (the contract in docs/gate.md)."""
+    records = [[run.benchmarks[key] for run in runs] for runs in (compared_base, compared_new)]
+    probes = [[record.host_probe_s for record in side] for side in records]
+    probed = None not in (*probes[0], *probes[1])
+    inputs: FigureInputs = {"latency": ([r.statistic(settings.statistic) for r in records[0]],
+                                        [r.statistic(settings.statistic) for r in records[1]],
+                                        *((probes[0], probes[1]) if probed else (None, None)))}
+    for name, field in FIGURE_FIELDS.items():
+        readings = [[record.timing_figure(field) for record in side] for side in records]
+        flat = [*readings[0], *readings[1]]
+        if all(value is not None for value, _ in flat):
+            # host time is host work: compared at equal host speed like latency; device time as measured
+            adjust = name == "host" and probed
+            inputs[name] = ([v for v, _ in readings[0]], [v for v, _ in readings[1]],
+                            *((probes[0], probes[1]) if adjust else (None, None)))
+        elif all(value is None and why is None for value, why in flat):
+            if result.kind == "latency":
+                result.not_recorded.append(name)
+        elif all(value is None and why is not None for value, why in flat) and len({why for _, why in flat}) == 1:
+            result.unavailable[name] = flat[0][1]
+        else:
+            counts = [f"{sum(value is not None for value, _ in side)} of {len(side)} {label}"
+                      for side, label in zip(readings, ("baseline", "new"))]
+            reasons = sorted({why for _, why in flat if why})
+            result.notes.append(f"{FIGURES[name]} not compared: recorded in {' and '.join(counts)} runs"
+                                + (f" ({'; '.join(reasons)})" if reasons else ""))
+    return inputs
+
+
 def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun],
-                 settings: GateSettings, mde_alpha: float) -> BenchmarkComparison:
-    """One row up to its test; rows still to be decided have ``time`` and a provisional UNCHANGED."""
+                 settings: GateSettings) -> tuple[BenchmarkComparison, FigureInputs | None]:
+    """One row up to its figures' values; rows still to be decided have a provisional UNCHANGED."""
     sample = next(run.benchmarks[key] for run in [*baseline_runs, *new_runs] if key in run.benchmarks)
-    result = BenchmarkComparison(key, sample.name, sample.backend, Verdict.UNCHANGED)
+    result = BenchmarkComparison(key, sample.name, sample.backend, Verdict.UNCHANGED, kind=sample.kind,
+                                 informational=sample.kind in settings.informational)
     in_baseline = [run for run in baseline_runs if key in run.benchmarks]
     absent = [run for run in new_runs if key not in run.benchmarks]
     if not in_baseline:
         result.verdict = Verdict.NEW
-        return result
+        return result, None
     if absent:
         result.verdict = Verdict.MISSING
         result.notes.extend(_absence_reason(run, key) for run in absent)
-        return result
+        return result, None
     failed = [run for run in new_runs if run.outcomes.get(key, {}).get("outcome") == "failed"]
     if failed:
         result.verdict = Verdict.FAILED
         result.notes.extend(_absence_reason(run, key) for run in failed)
-        return result
+        return result, None
     clean_base = _clean_runs(in_baseline, key, "baseline", settings, result.left_out)
     clean_new = _clean_runs(new_runs, key, "new", settings, result.left_out)
     compared_base, compared_new = clean_base or in_baseline, clean_new or new_runs
@@ -502,11 +652,14 @@ def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence
             result.verdict = Verdict.INCONCLUSIVE
             result.notes.append(f"{len(runs) - len(clean)} of {len(runs)} {side} runs were throttled or shared their "
                                 "machine: could not tell")
-    base_values = [run.benchmarks[key].statistic(settings.statistic) for run in compared_base]
-    new_values = [run.benchmarks[key].statistic(settings.statistic) for run in compared_new]
-    base_probe = [run.benchmarks[key].host_probe_s for run in compared_base]
-    new_probe = [run.benchmarks[key].host_probe_s for run in compared_new]
-    probed = None not in (*base_probe, *new_probe)
+    return result, _figure_inputs(key, compared_base, compared_new, settings, result)
+
+
+def compare_figure(base_values: Sequence[float], new_values: Sequence[float], base_probe: Sequence[float] | None,
+                   new_probe: Sequence[float] | None, settings: GateSettings, mde_alpha: float,
+                   min_effect: float) -> TimeComparison:
+    """One figure of one row up to its test (not yet adjusted for the other tests of the gate run)."""
+    probed = base_probe is not None and new_probe is not None
     test = t_test(base_values, new_values, *((base_probe, new_probe) if probed else ()))
     adjusted = test is not None and test.slope is not None
     spread = baseline_spread(base_values, base_probe if adjusted else None)
@@ -514,16 +667,91 @@ def _compare_one(key: str, baseline_runs: Sequence[SavedRun], new_runs: Sequence
     # A few lucky baseline runs must not make the row look steadier than this comparison shows it is; and
     # where the sides ran at different host speeds, the adjusted test is less precise: its MDE says so.
     mde = minimum_detectable_effect(None if spread is None else max(spread, pooled or 0.0), len(base_values),
-                                    len(new_values), mde_alpha, settings.power, settings.min_effect,
+                                    len(new_values), mde_alpha, settings.power, min_effect,
                                     3 if adjusted else 2, test.error_factor if test else None)
     raw_effect = statistics.median(new_values) / statistics.median(base_values) - 1
-    result.time = TimeComparison(
+    return TimeComparison(
         tuple(base_values), tuple(new_values), tuple(base_probe) if adjusted else None,
         tuple(new_probe) if adjusted else None, math.expm1(test.shift) if test else raw_effect, raw_effect,
         statistics.median(new_probe) / statistics.median(base_probe) - 1 if probed else None,
         test.slope if test else None, spread, pooled, mde,
-        test.p_slower if test else None, test.p_faster if test else None)
-    return result
+        test.p_slower if test else None, test.p_faster if test else None,
+        standard_error=test.pooled_spread * test.error_factor if test else None, df=test.df if test else None)
+
+
+def figure_threshold(name: str, figures: Sequence[str], settings: GateSettings) -> float:
+    """Device time, and latency on a row without device time, against ``threshold``; host-side figures of
+    a row that has device time (its latency, and host time wherever it is compared) against
+    ``host_threshold``: they carry the host's noise, the device's work is judged by device time."""
+    if name == "device" or (name == "latency" and "device" not in figures):
+        return settings.threshold
+    return settings.host_threshold
+
+
+def _settle_row(c: BenchmarkComparison) -> None:
+    """The row's verdict, deciding figure and notes from its figures' verdicts."""
+    figures = c.figures
+    if c.verdict is Verdict.INCONCLUSIVE:  # most runs spoiled: every figure could not tell
+        c.figures = {name: dataclasses.replace(f, verdict=Verdict.INCONCLUSIVE) for name, f in figures.items()}
+        figures = c.figures
+    else:
+        c.verdict = next(v for v in ROW_ORDER if any(f.verdict is v for f in figures.values()))
+    called = [name for name in PRIMARY_ORDER if name in figures and figures[name].verdict is c.verdict]
+    if c.verdict in (Verdict.REGRESSED, Verdict.IMPROVED):
+        called.sort(key=lambda name: figures[name].time.p_adjusted)
+    c.called_by = called
+    c.deciding = called[0] if called else next(name for name in PRIMARY_ORDER if name in figures)
+    c.time = figures[c.deciding].time
+    several = len(figures) > 1
+    notes = [f"{f.label}: {f.note}" if several else f.note for f in figures.values() if f.note]
+    c.notes[:0] = notes
+
+
+def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], settings: GateSettings,
+                 allow_hardware_mismatch: bool = False, allow_config_mismatch: bool = False) -> GateResult:
+    """The gate: every benchmark of either side, compared (see the module docstring)."""
+    if not baseline_runs or not new_runs:
+        raise InputError("compare: each side needs at least one run")
+    hardware_rows = check_hardware(baseline_runs, new_runs, allow_hardware_mismatch)
+    keys = list(dict.fromkeys(key for run in [*baseline_runs, *new_runs] for key in run.benchmarks))
+    compared = [key for key in keys if any(key in run.benchmarks for run in baseline_runs)
+                and all(key in run.benchmarks for run in new_runs)]
+    config_rows = check_config(baseline_runs, new_runs, compared, allow_config_mismatch)
+    rows = [_compare_one(key, baseline_runs, new_runs, settings) for key in keys]
+    comparisons = [c for c, _ in rows]
+    family_size = sum(len(inputs) for _, inputs in rows if inputs)
+    mde_alpha = settings.alpha / max(family_size, 1)
+    for c, inputs in rows:
+        if inputs:
+            for name, values in inputs.items():
+                threshold = figure_threshold(name, list(inputs), settings)
+                min_effect = settings.min_effect_for(threshold)
+                c.figures[name] = FigureComparison(name, compare_figure(*values, settings, mde_alpha, min_effect),
+                                                   threshold, min_effect)
+    pending = [c for c in comparisons if c.figures and c.verdict is Verdict.UNCHANGED]
+    # One family: every figure test of every row (informational rows included, so that their shown
+    # verdicts hold at the same error rate); the two directions are adjusted apart, as each is one-sided.
+    tested = [(c, name) for c in pending for name, f in c.figures.items() if f.time.p_slower is not None]
+    for direction in ("slower", "faster"):
+        adjusted = benjamini_hochberg([getattr(c.figures[name].time, f"p_{direction}") for c, name in tested])
+        for (c, name), value in zip(tested, adjusted):
+            figure = c.figures[name]
+            c.figures[name] = dataclasses.replace(
+                figure, time=dataclasses.replace(figure.time, **{f"p_{direction}_adjusted": value}))
+    for c in pending:
+        for name, figure in c.figures.items():
+            verdict, note = decide(figure.time, settings, figure.threshold, figure.min_effect)
+            c.figures[name] = dataclasses.replace(figure, verdict=verdict, note=note)
+    for c in comparisons:
+        if c.figures:
+            _settle_row(c)
+    before, after = _software(baseline_runs), _software(new_runs)
+    changes = [(name, before.get(name, "-"), after.get(name, "-")) for name in dict.fromkeys([*before, *after])
+               if before.get(name) != after.get(name)]
+    same = {name: version for name, version in before.items() if after.get(name) == version}
+    return GateResult(settings, list(baseline_runs), list(new_runs), comparisons, baseline_runs[0].fingerprint,
+                      hardware_rows, config_rows, changes, same, _backend_failures(new_runs, settings.require_backends),
+                      family_size, physical_gpus=_physical_gpus(baseline_runs, new_runs))
 
 
 def _backend_failures(new_runs: Sequence[SavedRun], required: Sequence[str]) -> list[str]:
@@ -596,37 +824,6 @@ def check_config(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]
         raise ConfigMismatch("BASELINE and NEW ran with different configurations, so their numbers are not "
                              f"comparable (use --allow-config-mismatch to compare anyway):\n{table}", rows)
     return rows
-
-
-def compare_runs(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun], settings: GateSettings,
-                 allow_hardware_mismatch: bool = False, allow_config_mismatch: bool = False) -> GateResult:
-    """The gate: every benchmark of either side, compared (see the module docstring)."""
-    if not baseline_runs or not new_runs:
-        raise InputError("compare: each side needs at least one run")
-    hardware_rows = check_hardware(baseline_runs, new_runs, allow_hardware_mismatch)
-    keys = list(dict.fromkeys(key for run in [*baseline_runs, *new_runs] for key in run.benchmarks))
-    compared = [key for key in keys if any(key in run.benchmarks for run in baseline_runs)
-                and all(key in run.benchmarks for run in new_runs)]
-    config_rows = check_config(baseline_runs, new_runs, compared, allow_config_mismatch)
-    mde_alpha = settings.alpha / max(len(compared), 1)
-    comparisons = [_compare_one(key, baseline_runs, new_runs, settings, mde_alpha) for key in keys]
-    pending = [c for c in comparisons if c.time is not None and c.verdict is Verdict.UNCHANGED]
-    tested = [c for c in pending if c.time.p_slower is not None]
-    for direction in ("slower", "faster"):
-        adjusted = benjamini_hochberg([getattr(c.time, f"p_{direction}") for c in tested])
-        for c, value in zip(tested, adjusted):
-            c.time = dataclasses.replace(c.time, **{f"p_{direction}_adjusted": value})
-    for c in pending:
-        c.verdict, note = decide(c.time, settings)
-        if note:
-            c.notes.insert(0, note)
-    before, after = _software(baseline_runs), _software(new_runs)
-    changes = [(name, before.get(name, "-"), after.get(name, "-")) for name in dict.fromkeys([*before, *after])
-               if before.get(name) != after.get(name)]
-    same = {name: version for name, version in before.items() if after.get(name) == version}
-    return GateResult(settings, list(baseline_runs), list(new_runs), comparisons, baseline_runs[0].fingerprint,
-                      hardware_rows, config_rows, changes, same, _backend_failures(new_runs, settings.require_backends),
-                      len(compared), physical_gpus=_physical_gpus(baseline_runs, new_runs))
 
 
 def _physical_gpus(baseline_runs: Sequence[SavedRun], new_runs: Sequence[SavedRun]) -> list[str]:
