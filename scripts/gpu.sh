@@ -6,8 +6,9 @@
 #                                                         # interleaved, into $DRILL_DIR (/tmp/drill)
 #   START=4 RUNS=3 RESUME=.drill bash scripts/gpu.sh drill  # the next chunk; RESUME: a folder (carried) holding
 #                                                         # what earlier chunks returned, for a fresh machine
-# After every run's chunk the drill folder (runs, calibrations, log) is copied to $OUT/drill, so what
-# finished comes back even when the call times out; copy it into the RESUME folder before the next call.
+# After every run the drill folder (runs, calibrations, log) is packed into $OUT/drill.tgz (one file: the
+# device tool returns at most 8), so what finished comes back even when the call times out; unpack it
+# into the RESUME folder before the next call.
 #   bash scripts/gpu.sh tests                             # the README's test command, timed
 #   bash scripts/gpu.sh multigpu                          # issue 18 on a 2+ GPU machine (nvidia-h100-x2):
 #                                                         # every figure of a cuda:1 run reads GPU 1
@@ -25,7 +26,7 @@ export PERFSUITE_CACHE_DIR=/tmp/perfsuite-cache
 
 drill() {
     local folder="${DRILL_DIR:-/tmp/drill}" start="${START:-1}" runs="${RUNS:-3}" index
-    mkdir -p "$folder/runs" "$OUT/drill"
+    mkdir -p "$folder/runs"
     if [ -n "${RESUME:-}" ] && [ -d "$RESUME" ]; then  # a fresh machine: earlier chunks' runs and calibrations
         cp -rn "$RESUME"/. "$folder"/
     fi
@@ -35,18 +36,37 @@ drill() {
         timeout -s INT "$(( ${DRILL_S:-480} - SECONDS + 30 ))" python3 scripts/gate_drill.py record "$folder" \
             --start "$index" --runs 1 --variants "${VARIANTS:-base,slowed,host-slowed}" -- \
             --benchmark-max-time "${MAX_TIME:-0.3}" -q --durations=20 >> "$OUT/drill-$start.log" 2>&1
-        cp -r "$folder"/. "$OUT/drill"/  # after every chunk: the machine may be gone before the next call
+        # after every run: the machine may be gone before the next call
+        tar czf "$OUT/drill.tgz.part" -C "$folder" . && mv "$OUT/drill.tgz.part" "$OUT/drill.tgz"
     done
     grep "gate drill" "$OUT/drill-$start.log"
-    if [ -n "${FINISH:-}" ]; then tar czf "$OUT/drill.tgz" -C "$(dirname "$folder")" "$(basename "$folder")"; fi
 }
 
 tests() {
+    # The README's two test commands, as a user types them, each timed; logs carry the command and wall time.
+    local status
     SECONDS=0
-    timeout -s INT "${TESTS_S:-330}" python3 -m pytest tests -q -p no:cacheprovider --durations=25 \
-        --junitxml="$OUT/tests.xml" --benchmark-json="$OUT/tests-benchmarks.json" > "$OUT/tests.log" 2>&1
-    echo "pytest exit $? after $SECONDS s" | tee -a "$OUT/tests.log"
+    echo "\$ pytest tests   ($(date -u))" > "$OUT/tests.log"
+    timeout -s INT "${TESTS_S:-330}" python3 -m pytest tests -p no:cacheprovider --durations=25 >> "$OUT/tests.log" 2>&1
+    status=$?
+    echo "pytest tests: exit $status after $SECONDS s" | tee -a "$OUT/tests.log"
     tail -3 "$OUT/tests.log"
+    SECONDS=0
+    echo "\$ pytest tests -m slow   ($(date -u))" > "$OUT/tests-slow.log"
+    timeout -s INT "${SLOW_S:-240}" python3 -m pytest tests -m slow -p no:cacheprovider --durations=15 \
+        >> "$OUT/tests-slow.log" 2>&1
+    status=$?
+    echo "pytest tests -m slow: exit $status after $SECONDS s" | tee -a "$OUT/tests-slow.log"
+    tail -3 "$OUT/tests-slow.log"
+}
+
+default_tier() {
+    # One default-tier run, timed (issue 14: <= 60 s on the GPU), with its JSON for docs/results.
+    SECONDS=0
+    echo "\$ pytest benchmarks --benchmark-json default-tier.json   ($(date -u))" > "$OUT/default-tier.log"
+    python3 -m pytest benchmarks -p no:cacheprovider --benchmark-json "$OUT/default-tier.json" \
+        >> "$OUT/default-tier.log" 2>&1
+    echo "pytest benchmarks: exit $? after $SECONDS s" | tee -a "$OUT/default-tier.log"
 }
 
 multigpu() {
