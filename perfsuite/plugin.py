@@ -147,6 +147,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
         _apply_cpu_affinity(config.getoption("--cpu-affinity"))
+        config._perfsuite_checked_model = _check_weights_file(config._perfsuite_options)
+        _redirect_benchmark_json(config)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config._perfsuite_outcomes = OutcomeLog()
@@ -163,6 +165,80 @@ def _apply_cpu_affinity(value: str | None) -> None:
         allowed = ",".join(map(str, sorted(os.sched_getaffinity(0))))
         raise InputError(f"--cpu-affinity {value}: cannot pin to these CPUs ({exc}); this process may use {allowed}") \
             from None
+
+
+def _check_weights_file(options: SuiteOptions) -> LoadedModel | None:
+    """A weights file (``--weights PATH``) is loaded once now, so a missing, unreadable, mismatched or
+    non-finite file is one usage error naming it, not an error at every test's setup; the loaded model is
+    kept for the ``loaded_model`` fixture."""
+    if options.weights in ("auto", "pretrained", "random"):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(options.model, options.weights)
+
+
+# -- --benchmark-json: checked before the run, written atomically ------------------------------------
+# pytest-benchmark opens the --benchmark-json file itself (``open(path, "wb")``, no temporary file): a full
+# disk truncates a valid old file, a missing folder fails after the whole run. At configure time (before
+# pytest-benchmark's own, which is trylast) the path is checked by perfsuite.output's rules and, for a
+# regular file or a new path, pytest-benchmark is pointed at a temporary file beside it; once it has
+# written that (pytest_sessionfinish), it is fsynced and renamed onto the target. A device or FIFO is
+# written through by pytest-benchmark as before; a symlink is followed.
+
+def _redirect_benchmark_json(config: pytest.Config) -> None:
+    import tempfile
+
+    from perfsuite.output import check_output_path, is_write_through, resolve_target
+
+    target = getattr(config.option, "benchmark_json", None)
+    if target is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    check_output_path(target, f"--benchmark-json {target}")
+    if is_write_through(Path(target)) or is_write_through(resolve_target(target)):
+        return
+    destination = resolve_target(target)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+    os.close(handle)
+    config._perfsuite_benchmark_json = (Path(target), Path(temporary))
+    config.option.benchmark_json = Path(temporary)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around pytest-benchmark's own sessionfinish, which writes the file
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    from perfsuite.output import OutputError, describe_os_error, replace_with_file
+
+    redirected = getattr(session.config, "_perfsuite_benchmark_json", None)
+    target = redirected[0] if redirected else getattr(session.config.option, "benchmark_json", None)
+    problem = None
+    try:
+        result = yield
+    except OSError as exc:  # pytest-benchmark's open/write of --benchmark-json: a full disk, a device that refuses
+        result, problem = None, f"--benchmark-json {target}: not written ({describe_os_error(exc)})"
+    if redirected:
+        final, temporary = redirected
+        try:
+            if problem is None and temporary.exists() and temporary.stat().st_size > 0:
+                os.chmod(temporary, 0o644)
+                replace_with_file(temporary, final, f"--benchmark-json {final}")
+        except OutputError as exc:
+            problem = str(exc)
+        finally:
+            temporary.unlink(missing_ok=True)
+        if problem and final.exists():
+            problem += f"; {final} left unchanged"
+    if problem:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")  # after the progress line, which is not yet ended here
+            reporter.write_line(f"perfsuite: error: {problem}", red=True, bold=True)
+        else:
+            import sys
+
+            print(f"perfsuite: error: {problem}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    return result
 
 
 def _options(config: pytest.Config) -> SuiteOptions:
@@ -325,7 +401,10 @@ def suite_options(request: pytest.FixtureRequest) -> SuiteOptions:
 
 
 @pytest.fixture(scope="session")
-def loaded_model(suite_options: SuiteOptions) -> LoadedModel:
+def loaded_model(request: pytest.FixtureRequest, suite_options: SuiteOptions) -> LoadedModel:
+    checked = getattr(request.config, "_perfsuite_checked_model", None)  # a weights file, loaded at configure
+    if checked is not None:
+        return checked
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         return load_model(suite_options.model, suite_options.weights)

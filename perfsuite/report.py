@@ -262,7 +262,13 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    figure.savefig(path, dpi=110, metadata={"Software": None})
+    import io
+
+    from perfsuite.output import write_bytes
+
+    buffer = io.BytesIO()  # rendered in memory, then written by perfsuite.output's rules (atomic, never a device)
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    write_bytes(path, buffer.getvalue(), f"--output {path}")
     return path
 
 
@@ -483,5 +489,6 @@ def write_report(runs: Sequence[SavedRun], output: str | Path, title: str = "Ben
     output = Path(output)
     written = write_charts(runs, output) if charts else []
     summary = output / markdown_name
-    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written], host_contention))
+    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written], host_contention),
+                      f"--output {summary}")
     return [*written, summary]

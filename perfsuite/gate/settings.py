@@ -102,6 +102,9 @@ def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any
                 raise InputError(f"{source}: {value!r} is not a list of backend names")
             items = value.split(",") if isinstance(value, str) else list(value)
             values[key] = tuple(str(item).strip() for item in items if str(item).strip())
+            if key in given and not values[key]:  # an empty option would silently drop the configured requirement
+                raise InputError(f"{source} {value!r}: names nothing; give at least one backend, or leave the "
+                                 "option out for [tool.perfsuite.gate] require_backends")
         elif key in ("statistic", "baseline_dir", "inconclusive"):
             if not isinstance(value, str):
                 raise InputError(f"{source}: {value!r} is not a string")
