@@ -482,6 +482,9 @@ class RunnerPool:
             runner.release()
             self._unavailable[key] = str(exc)
             pytest.skip(str(exc))
+        except InputError as exc:  # e.g. a read-only or full engine cache: its message says it all, no frames
+            runner.release()
+            pytest.fail(str(exc), pytrace=False)
         footprint.sample()  # the first call's activations and workspaces, on the device
         pooled = PooledRunner(runner, cold_start_s, footprint)
         self._current = (key, pooled)
