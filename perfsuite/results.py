@@ -79,8 +79,14 @@ from perfsuite.validation import validate
 SCHEMA_VERSION = 1
 
 
+#: Every kind of row the suite's benchmarks save (``extra_info.kind``); a reader refuses any other.
+ROW_KINDS = ("latency", "cold_start", "model_load", "compile_time", "roofline_rates", "e2e", "e2e_cold_start")
+
+
 def make_extra_info(kind: str, **fields: Any) -> dict[str, Any]:
     """An ``extra_info`` dict of the current schema; values must be JSON-serializable."""
+    if kind not in ROW_KINDS:
+        raise ValueError(f"row kind {kind!r} is not in perfsuite.results.ROW_KINDS: add it there")
     info = {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}
     json.dumps(info, allow_nan=True)  # fail here, not when pytest-benchmark saves
     return info

@@ -156,6 +156,61 @@ def load_run(path: str | Path) -> SavedRun:
     return run
 
 
+def check_comparable(run: SavedRun) -> None:
+    """Refuse (:class:`InputError`, naming the file and the field) a run the gate cannot judge honestly:
+
+    - no ``machine_info``: its hardware could not be checked against the other side's;
+    - a run saved by the perfsuite plugin (it has the ``perfsuite`` section) with a row without
+      ``extra_info`` or without its ``kind``: what the row measured is unknown;
+    - a row of a kind the suite never writes (``perfsuite.results.ROW_KINDS``);
+    - a row whose ``extra_info.parity.passed`` is false while the run does not record that test as failed
+      (a run whose parity failed records the failure, and the gate fails that row; a row that says it
+      failed parity without it was edited or saved by another tool).
+
+    A plain pytest-benchmark run (no perfsuite section) may have rows without ``extra_info``.
+    """
+    from perfsuite.results import ROW_KINDS
+
+    where = f"results file {run.path}"
+    if not run.data.get("machine_info"):
+        raise InputError(f"{where}: no machine_info: its hardware cannot be checked against the other side's "
+                         "(saved by another tool, or edited?)")
+    by_perfsuite = run.records_outcomes or isinstance(run.machine_info.get("perfsuite"), Mapping)
+    for record in run.benchmarks.values():
+        field = f"{where}: benchmark {record.key}: extra_info"
+        if not record.extra_info:
+            if by_perfsuite:
+                raise InputError(f"{field} is missing: what the row measured (kind, backend, batch size) is unknown")
+            continue
+        kind = record.extra_info.get("kind")
+        if kind is None and by_perfsuite:
+            raise InputError(f"{field}.kind is missing: what the row measured is unknown")
+        if kind is not None and kind not in ROW_KINDS:
+            raise InputError(f"{field}.kind {kind!r} is not a kind of row perfsuite writes "
+                             f"({', '.join(ROW_KINDS)})")
+        parity = record.extra_info.get("parity")
+        if isinstance(parity, Mapping) and parity.get("passed") is False \
+                and run.outcomes.get(record.key, {}).get("outcome") != "failed":
+            raise InputError(f"{field}.parity.passed is false, but the run does not record the test as failed "
+                             "(edited, or saved by another tool): its outputs were wrong, its time is not comparable")
+
+
+def check_storable(run: SavedRun, allow_failures: bool = False) -> None:
+    """Refuse a run as a baseline: what :func:`check_comparable` refuses, a run without any latency row
+    (every benchmark failed or skipped: nothing to compare against), and, unless ``allow_failures``, a run
+    that records a failed test (its rows may be missing or measured on wrong outputs)."""
+    check_comparable(run)
+    where = f"results file {run.path}"
+    if not any(record.kind == "latency" for record in run.benchmarks.values()):
+        raise InputError(f"{where}: no latency row (every latency benchmark failed or was skipped): "
+                         "nothing a later run could be compared against; not stored")
+    failed = [nodeid for nodeid, entry in run.outcomes.items() if entry.get("outcome") == "failed"]
+    if failed and not allow_failures:
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        raise InputError(f"{where}: test {failed[0]}{more} failed in this run; not stored "
+                         "(--allow-failures stores it anyway)")
+
+
 def _storage_matches(item: str, storage: Path) -> list[Path]:
     if Path(item).is_absolute() or item.endswith(".json") or ".." in Path(item).parts:
         return []  # a path that does not exist, not an id
