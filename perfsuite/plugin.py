@@ -241,6 +241,48 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     return result
 
 
+# -- --benchmark-compare-fail: a stored run it cannot judge is a usage error, a regression a failure --------
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark has loaded the ``--benchmark-compare`` runs (at its configure): a stored row whose
+    compared statistic is zero, negative or not finite makes every percentage against it infinite or
+    meaningless, so it is refused here, naming the file, the benchmark and the field."""
+    import math
+
+    benchmark_session = getattr(session.config, "_benchmarksession", None)
+    checks = getattr(benchmark_session, "compare_fail", None) or []
+    for path, rows in (getattr(benchmark_session, "compared_mapping", None) or {}).items():
+        for name, row in rows.items():
+            for check in checks:
+                value = (row.get("stats") or {}).get(check.field)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value <= 0:
+                    raise pytest.UsageError(
+                        f"--benchmark-compare: {path}: benchmark {name}: stats.{check.field} is {value!r}; "
+                        f"--benchmark-compare-fail={check.field}:... cannot judge against it (a corrupt or edited "
+                        "saved run?)")
+
+
+@pytest.hookimpl(wrapper=True, specname="pytest_terminal_summary")
+def pytest_terminal_summary_regressions(terminalreporter: Any, exitstatus: int, config: pytest.Config):
+    """pytest-benchmark ends a ``--benchmark-compare-fail`` regression by raising PerformanceRegression out
+    of its terminal summary (a traceback); after its own list of what regressed, this makes it one line and
+    exit 1 (tests failed)."""
+    try:
+        from pytest_benchmark.session import PerformanceRegression
+    except ImportError:  # pytest-benchmark not installed: nothing to translate
+        return (yield)
+    try:
+        return (yield)
+    except PerformanceRegression:
+        terminalreporter.write_line("perfsuite: --benchmark-compare-fail: performance regressed (listed above)",
+                                    red=True, bold=True)
+        session = getattr(terminalreporter, "_session", None)
+        if session is not None:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return None
+
+
 def _options(config: pytest.Config) -> SuiteOptions:
     return config._perfsuite_options
 

@@ -65,7 +65,7 @@ def test_a_read_only_cache_is_named_before_a_build(mounted, capsys):
     (folder / "old.onnx").write_bytes(b"x")
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
     built = []
-    with pytest.raises(OutputError, match="read-only file system.*PERFSUITE_CACHE_DIR"):
+    with pytest.raises(OutputError, match=r"read-only file system.*PERFSUITE_CACHE_DIR"):
         EngineCache(folder).get_or_build(KEY, lambda: built.append(1) or b"data")
     assert built == []  # refused before the (long) build
     assert main(["cache", "clear", "--cache-dir", str(folder)]) == 2
