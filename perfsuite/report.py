@@ -126,11 +126,29 @@ def group_machines(runs: Sequence[SavedRun]) -> list[Machine]:
     return list(machines.values())
 
 
+#: No benchmark round of this suite takes a day: a time above it is a corrupt or hand-edited file, and a
+#: report would publish it as a measurement.
+MAX_PLAUSIBLE_TIME_S = 86400.0
+
+
+def refuse_implausible_times(run: SavedRun) -> None:
+    """An :class:`InputError` naming the file, benchmark and field of a time above a day (e.g. 1e+300 s)."""
+    for record in run.benchmarks.values():
+        for field in ("min", "median", "mean", "max", "q1", "q3"):
+            value = record.stats.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_PLAUSIBLE_TIME_S:
+                raise InputError(f"results file {run.path}: benchmark {record.key}: stats.{field} is {value:g} s, "
+                                 f"more than a day ({MAX_PLAUSIBLE_TIME_S:g} s): not a plausible time for one "
+                                 "round (a corrupt or edited file?); not published")
+
+
 def collect_rows(runs: Sequence[SavedRun]) -> list[Row]:
     """Every benchmark of every machine, merged over that machine's runs, in first-seen order; an error
     when the runs hold no benchmark at all (an empty report would read as a pass)."""
     if not runs:
         raise InputError("report: no runs given")
+    for run in runs:
+        refuse_implausible_times(run)
     rows = []
     for machine in group_machines(runs):
         keys = list(dict.fromkeys(key for run in machine.runs for key in run.benchmarks))

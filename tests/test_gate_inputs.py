@@ -103,3 +103,14 @@ def test_empty_device_and_weights_are_refused(runs, capsys, monkeypatch):
     assert "$PERFSUITE_WEIGHTS is set but empty" in capsys.readouterr().err
     assert main(["predict", image, "--device", "cpu", "--weights", ""]) == 2
     assert "--weights '': names nothing" in capsys.readouterr().err
+
+
+def test_report_refuses_an_implausible_time(runs, capsys):
+    """issue 16: report published a median of 1e+300 s without a word."""
+    def absurd(data):
+        data["benchmarks"][0]["stats"]["median"] = 1e300
+    _edit(runs / "run-1.json", absurd)
+    assert main(["report", "run-1.json", "--output", "out", "--no-charts"]) == 2
+    assert "run-1.json: benchmark benchmarks/test_latency.py::test_latency[eager-fp32-b1]: stats.median is 1e+300 s" \
+        in capsys.readouterr().err
+    assert not (runs / "out" / "summary.md").exists()
