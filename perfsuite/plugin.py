@@ -148,6 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
         _apply_cpu_affinity(config.getoption("--cpu-affinity"))
         config._perfsuite_checked_model = _check_weights_file(config._perfsuite_options)
+        _check_cache_folder()
         _redirect_benchmark_json(config)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from exc
@@ -176,6 +177,17 @@ def _check_weights_file(options: SuiteOptions) -> LoadedModel | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(options.model, options.weights)
+
+
+def _check_cache_folder() -> None:
+    """A file where the engine cache folder should be (``.perfsuite-cache``) would fail every converted
+    backend's row: one usage error now. (A read-only cache may still serve every entry: checked per build.)"""
+    from perfsuite.engine_cache import EngineCache
+
+    cache = EngineCache()
+    problem = cache.root_problem()
+    if problem:
+        raise InputError(f"engine cache {cache.root}: {problem}")
 
 
 # -- --benchmark-json: checked before the run, written atomically ------------------------------------

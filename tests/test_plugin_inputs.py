@@ -20,7 +20,7 @@ TINY = "def test_tiny(benchmark):\n    benchmark(lambda: sum(range(100)))\n"
 
 def _pytest(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
     (folder / "test_tiny.py").write_text(TINY)
-    env = {**os.environ, "PERFSUITE_WEIGHTS": "random",
+    env = {**{k: v for k, v in os.environ.items() if k != "PERFSUITE_CACHE_DIR"}, "PERFSUITE_WEIGHTS": "random",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "perfsuite.plugin",
                            "test_tiny.py", "--device", "cpu", "--benchmark-max-time", "0.01", *arguments],
@@ -95,3 +95,13 @@ def test_a_compare_fail_regression_is_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1, text
     assert "Performance has regressed" in text and "perfsuite: --benchmark-compare-fail: performance regressed" in text
     assert "Traceback" not in text and "PerformanceRegression" not in text
+
+
+def test_a_file_in_the_cache_folders_place_is_a_usage_error(tmp_path):
+    """issue 16: a .perfsuite-cache that is a regular file ended every converted backend's row in
+    NotADirectoryError."""
+    (tmp_path / "pyproject.toml").write_text("[tool.perfsuite]\n")
+    (tmp_path / ".perfsuite-cache").write_text("a file")
+    result = _pytest(tmp_path, "--collect-only")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert ".perfsuite-cache is a file, not a folder" in result.stderr and "Traceback" not in result.stderr
