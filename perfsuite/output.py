@@ -182,12 +182,25 @@ def _replace_atomically(target: Path, data: bytes | bytearray | memoryview) -> N
 
 
 def replace_with_file(temporary: Path, path: Path, what: str) -> None:
-    """Move a finished ``temporary`` (written by someone else, in ``path``'s folder) onto ``path``: fsync,
-    then ``os.replace``. :class:`OutputError` if it cannot be made durable or moved (the temporary is removed)."""
+    """Move a finished ``temporary`` (written by someone else, in ``path``'s folder) onto ``path`` by the
+    module's rules: fsync, then ``os.replace`` onto a regular file or new path (a symlink followed); copied
+    through to a device or FIFO; anything else refused. :class:`OutputError` if it cannot be done (the
+    temporary is removed either way)."""
+    path = Path(path)
+    if is_write_through(path) or is_write_through(resolve_target(path)):
+        try:
+            write_bytes(path, Path(temporary).read_bytes(), what)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+        return
+    target = resolve_target(path)
+    if target.exists() and not stat.S_ISREG(os.lstat(target).st_mode):
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"{what}: is not a regular file, a character device or a FIFO; refusing to replace it")
     try:
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
-        os.replace(temporary, resolve_target(path))
+        os.replace(temporary, target)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
         raise OutputError(f"{what}: cannot write ({describe_os_error(exc)}); {path} left unchanged") from exc

@@ -217,6 +217,14 @@ def _redirect_benchmark_json(config: pytest.Config) -> None:
     config.option.benchmark_json = Path(temporary)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The temporary --benchmark-json file of a session that never reached its end (a usage error raised
+    by a later plugin, a crash) is removed; a finished session has already renamed or removed it."""
+    redirected = getattr(config, "_perfsuite_benchmark_json", None)
+    if redirected:
+        redirected[1].unlink(missing_ok=True)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # around pytest-benchmark's own sessionfinish, which writes the file
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     from perfsuite.output import OutputError, describe_os_error, replace_with_file

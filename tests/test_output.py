@@ -199,3 +199,37 @@ def test_benchmark_json_paths_are_checked_before_the_run(tmp_path):
     assert "passed" not in result.stdout  # refused before any benchmark ran
     result = _pytest_tiny(tmp_path, "--benchmark-json", str(tmp_path))
     assert result.returncode == 4 and f"--benchmark-json {tmp_path}: is a folder" in result.stderr
+
+
+def test_a_finished_file_moved_into_place_follows_the_same_rules(tmp_path):
+    """gate.record moves each finished run into place: onto a regular file atomically, through to a FIFO's
+    reader, never over a socket."""
+    from perfsuite.output import replace_with_file
+
+    target = tmp_path / "run-01.json"
+    target.write_text("old")
+    partial = tmp_path / ".run-01.json.partial"
+    partial.write_text("new")
+    replace_with_file(partial, target, "run 1")
+    assert target.read_text() == "new" and not partial.exists()
+
+    fifo = tmp_path / "run-02.json"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    partial.write_text("through")
+    replace_with_file(partial, fifo, "run 2")
+    reader.join(timeout=10)
+    assert received == [b"through"] and stat.S_ISFIFO(os.lstat(fifo).st_mode) and not partial.exists()
+
+    sock_path = tmp_path / "run-03.json"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    try:
+        partial.write_text("refused")
+        with pytest.raises(OutputError, match="refusing to replace it"):
+            replace_with_file(partial, sock_path, "run 3")
+        assert stat.S_ISSOCK(os.lstat(sock_path).st_mode) and not partial.exists()
+    finally:
+        server.close()
