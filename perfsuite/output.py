@@ -72,7 +72,12 @@ def is_write_through(path: Path) -> bool:
 def resolve_target(path: str | Path) -> Path:
     """Where the bytes land: ``path``, or the file a symlink at ``path`` points to (followed, the link kept)."""
     path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise OutputError(f"{path}: a symlink that cannot be followed ({exc})") from exc
 
 
 def _nearest_existing(path: Path) -> Path:
