@@ -46,10 +46,11 @@ def test_an_empty_require_backends_is_refused_not_a_dropped_requirement(runs, ca
 
 @pytest.mark.parametrize("change,message", [
     (lambda d: d.pop("machine_info"), "run-3.json: no machine_info"),
-    (lambda d: d["benchmarks"][0].pop("extra_info"), "extra_info is missing"),
+    (lambda d: d["benchmarks"][0].pop("extra_info"), "extra_info is missing, where"),
+    (lambda d: d["benchmarks"][0]["extra_info"].pop("kind"), "extra_info.kind is missing, where"),
     (lambda d: d["benchmarks"][0]["extra_info"].update(kind="teleport"), "extra_info.kind 'teleport' is not a kind"),
     (lambda d: d["benchmarks"][0]["extra_info"]["parity"].update(passed=False), "extra_info.parity.passed is false"),
-], ids=["no-machine-info", "no-extra-info", "unknown-kind", "parity-failed-unrecorded"])
+], ids=["no-machine-info", "no-extra-info", "no-kind", "unknown-kind", "parity-failed-unrecorded"])
 def test_a_run_the_gate_cannot_judge_is_refused(runs, capsys, change, message):
     """issue 16: these runs were compared without a word (PASS or exit 3)."""
     _edit(runs / "run-3.json", change)

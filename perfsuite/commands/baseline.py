@@ -77,10 +77,11 @@ def run_record(args: argparse.Namespace) -> int:
 
 
 def run_save(args: argparse.Namespace) -> int:
-    from perfsuite.gate.runs import check_storable, load_side
+    from perfsuite.gate.runs import check_comparable, check_storable, load_side
     from perfsuite.gate.store import save_baseline
 
     runs = load_side(args.runs, args.storage, "runs")
+    check_comparable(runs)  # consistent with each other
     for run in runs:
         check_storable(run, allow_failures=args.allow_failures)
     stored = save_baseline(baseline_dir(args), runs)

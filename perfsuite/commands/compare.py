@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     baseline = load_side(args.baseline, args.storage, "BASELINE")
     new = load_side(args.new, args.storage, "NEW")
-    for run in [*baseline, *new]:
-        check_comparable(run)
+    check_comparable([*baseline, *new])
     result = compare_runs(baseline, new, settings, allow_hardware_mismatch=args.allow_hardware_mismatch,
                           allow_config_mismatch=args.allow_config_mismatch)
     if summary is not None:
