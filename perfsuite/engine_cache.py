@@ -346,8 +346,17 @@ class EngineCache:
         self.artifact_path(key).unlink(missing_ok=True)
 
     def _append_build_log(self, record: dict[str, Any]) -> None:
-        with self._lock(BUILD_LOG), open(self.root / BUILD_LOG, "a") as stream:
-            stream.write(json.dumps(record, sort_keys=True) + "\n")
+        from perfsuite.output import describe_os_error
+
+        path = self.root / BUILD_LOG
+        require_regular_or_missing(path, "engine cache build log")
+        try:
+            with self._lock(BUILD_LOG), open(path, "a") as stream:
+                stream.write(json.dumps(record, sort_keys=True) + "\n")
+        except OutputError:
+            raise  # already names the folder and what is wrong
+        except OSError as exc:
+            raise OutputError(f"engine cache build log {path}: cannot append ({describe_os_error(exc)})") from exc
 
     # -- inspection and cleaning --------------------------------------------------------------
     def build_log(self) -> list[dict[str, Any]]:
