@@ -80,7 +80,7 @@ def test_a_fifo_is_written_through_to_its_reader(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received: list[bytes] = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
     check_output_path(fifo, "--json pipe")
     write_text(fifo, '{"gate": "pass"}')
@@ -216,7 +216,7 @@ def test_a_finished_file_moved_into_place_follows_the_same_rules(tmp_path):
     fifo = tmp_path / "run-02.json"
     os.mkfifo(fifo)
     received: list[bytes] = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
     partial.write_text("through")
     replace_with_file(partial, fifo, "run 2")
