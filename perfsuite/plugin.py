@@ -242,6 +242,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
             if problem is None and temporary.exists() and temporary.stat().st_size > 0:
                 os.chmod(temporary, 0o644)
                 replace_with_file(temporary, final, f"--benchmark-json {final}")
+                reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+                if reporter is not None:  # pytest-benchmark named the temporary file it wrote
+                    reporter.write_line(f"perfsuite: --benchmark-json: moved into place as {final}")
         except OutputError as exc:
             problem = str(exc)
         finally:
