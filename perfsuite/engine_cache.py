@@ -40,6 +40,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from perfsuite.errors import InputError, PerfsuiteError
+from perfsuite.output import OutputError, check_output_folder_writable, require_regular_or_missing
 from perfsuite.results import write_bytes_atomic, write_json_atomic
 from perfsuite.validation import validate
 
@@ -212,8 +213,39 @@ class EngineCache:
         return self.root / f"{key.entry_name}.json"
 
     def _lock(self, name: str, timeout: float = LOCK_TIMEOUT_S) -> FileLock:
+        self.check_writable()
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f"{name}.lock"), timeout=timeout)
+
+    # -- what the folder itself may be --------------------------------------------------------
+    def root_problem(self) -> str | None:
+        """Why this cache folder cannot be used at all (it, or a folder above it, is a file); None if it can."""
+        path = self.root.absolute()
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        if path.exists() and not path.is_dir():
+            return f"{path} is a file, not a folder (remove it, or set $PERFSUITE_CACHE_DIR)"
+        return None
+
+    def check_writable(self) -> None:
+        """Before anything is built or removed: the folder is usable and may be written (:class:`OutputError`
+        naming it otherwise: a file in its place, a read-only file system, no permission, a full disk)."""
+        problem = self.root_problem()
+        if problem:
+            raise OutputError(f"engine cache {self.root}: {problem}")
+        try:
+            check_output_folder_writable(self.root, f"engine cache {self.root}")
+        except OutputError as exc:
+            raise OutputError(f"{exc}; set $PERFSUITE_CACHE_DIR (or [tool.perfsuite] cache_dir) to a writable "
+                              "folder") from None
+
+    def _check_entry_files(self, key: ArtifactKey) -> None:
+        """An entry's files are regular files or absent: a FIFO would hang the read, a folder the write."""
+        problem = self.root_problem()
+        if problem:
+            raise OutputError(f"engine cache {self.root}: {problem}")
+        for path in (self.metadata_path(key), self.artifact_path(key)):
+            require_regular_or_missing(path, "engine cache")
 
     def timing_cache_path(self, name: str) -> Path:
         return self.root / TIMING_FOLDER / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.cache"
@@ -225,6 +257,7 @@ class EngineCache:
 
         ``build`` runs at most once per key across all processes sharing this folder at a time.
         """
+        self._check_entry_files(key)
         found, _ = self._read(key)  # lock-free fast path: a complete, valid entry
         if found is not None:
             return found
@@ -315,8 +348,17 @@ class EngineCache:
         self.artifact_path(key).unlink(missing_ok=True)
 
     def _append_build_log(self, record: dict[str, Any]) -> None:
-        with self._lock(BUILD_LOG), open(self.root / BUILD_LOG, "a") as stream:
-            stream.write(json.dumps(record, sort_keys=True) + "\n")
+        from perfsuite.output import describe_os_error
+
+        path = self.root / BUILD_LOG
+        require_regular_or_missing(path, "engine cache build log")
+        try:
+            with self._lock(BUILD_LOG), open(path, "a") as stream:
+                stream.write(json.dumps(record, sort_keys=True) + "\n")
+        except OutputError:
+            raise  # already names the folder and what is wrong
+        except OSError as exc:
+            raise OutputError(f"engine cache build log {path}: cannot append ({describe_os_error(exc)})") from exc
 
     # -- inspection and cleaning --------------------------------------------------------------
     def build_log(self) -> list[dict[str, Any]]:
@@ -337,9 +379,15 @@ class EngineCache:
         metadata file without its artifact; sorted by path."""
         if not self.root.is_dir():
             return
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+        for path in sorted(p for p in self.root.rglob("*") if not (p.is_dir() and p.name == TIMING_FOLDER)):
             kind = path.suffix.lstrip(".")
-            if path.name.endswith(".tmp"):
+            if path.is_dir() and path.parent != self.root:
+                continue  # inside a folder that is itself reported below
+            if path.is_dir() or not path.is_file():  # a folder or FIFO in an entry's place: a build would hang or fail
+                what = "a folder" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
+                yield CacheEntry(path, "unusable", 0, None, f"{what}: a build or read of this entry would fail or "
+                                                          "hang; remove it (perfsuite cache clear)")
+            elif path.name.endswith(".tmp"):
                 yield CacheEntry(path, "temporary", path.stat().st_size, None, self._temporary_problem(path))
             elif kind in KINDS:
                 yield self._checked_entry(path, kind)
@@ -377,8 +425,9 @@ class EngineCache:
         """Delete every entry, temporary file, lock, timing cache and the build log.
 
         Returns (artifacts removed, bytes freed)."""
-        if not self.root.is_dir():
+        if not self.root.exists():
             return 0, 0
+        self.check_writable()
         count = freed = 0
         for path in self.root.iterdir():
             if path.is_dir():
@@ -386,6 +435,6 @@ class EngineCache:
                 shutil.rmtree(path)
                 continue
             count += path.suffix.lstrip(".") in KINDS
-            freed += path.stat().st_size
+            freed += path.lstat().st_size
             path.unlink(missing_ok=True)
         return count, freed

@@ -25,7 +25,9 @@ from perfsuite.errors import InputError
 
 def resolve_device(option: str | None) -> str:
     """'auto' (or nothing) -> 'cuda' when a GPU is visible, else 'cpu'; validates the rest."""
-    if option in (None, "", "auto"):
+    if option is not None and not option.strip():
+        raise InputError("--device '': names nothing; choose cpu, cuda, cuda:N or auto, or leave it out")
+    if option in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if option == "cpu":
         return "cpu"

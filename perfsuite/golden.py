@@ -24,11 +24,9 @@ One JSON document per golden (written atomically), declared by :data:`GOLDEN_SCH
   JSON (sorted keys, no spaces), so that the layer norms, names and shapes, the image list and the
   provenance are covered too, not only the arrays.
 
-Format 1 files (no ``content_sha256``) are still read: their arrays are verified as before, and the
-rest of the document is not covered by a checksum; the check's report says so
-(:attr:`Golden.content_verified`). No verdict reads a golden's norms (layers are compared through
-their checksummed sketches; NaN is looked for in the *current* trace), so an unverified norm cannot
-change a result. ``perfsuite golden record --overwrite`` writes format 2.
+Format 1 files (no ``content_sha256``) are refused: nothing would tell a real format 1 golden from a
+format 2 one downgraded by hand, its checksum removed and a layer norm or the provenance edited, and a
+check against it would pass. ``perfsuite golden record --overwrite`` re-records it as format 2.
 
 Image names are plain file names in the fixtures folder (``images.FIXTURES_DIR``); a golden naming
 an absolute path or one with a folder in it is refused, so a golden file never makes the suite read
@@ -65,7 +63,7 @@ from perfsuite.validation import validate
 
 FORMAT = "perfsuite-golden"
 FORMAT_VERSION = 2  # written; READABLE_VERSIONS are read
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (2,)  # format 1 (no content checksum) is refused, see the module docstring
 REFERENCE = "eager fp32 on the CPU (TF32 does not apply there)"
 SKETCH_BUCKETS = 32
 SKETCH_SEED = 20261128
@@ -376,6 +374,10 @@ def load_golden(path: str | Path) -> Golden:
     if isinstance(version, bool) or not isinstance(version, int):
         raise GoldenError(f"{where}: field format_version: {version!r} is a {type(version).__name__}, not a "
                           f"number (this perfsuite reads format versions {', '.join(map(str, READABLE_VERSIONS))})")
+    if version == 1:
+        raise GoldenError(f"{where}: format 1, which has no content checksum: its layer norms, image list and "
+                          "provenance cannot be verified (a downgraded, edited file would look the same); "
+                          "re-record it with: perfsuite golden record --overwrite")
     if version not in READABLE_VERSIONS:
         raise GoldenError(f"{where}: format version {version}; this perfsuite reads format versions "
                           f"{', '.join(map(str, READABLE_VERSIONS))} (a newer perfsuite wrote it?)")

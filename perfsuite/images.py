@@ -71,7 +71,8 @@ def _to_rgb(image: Image.Image, path: str | Path) -> Image.Image:
     Transparent images are composited onto white (dropping alpha would expose whatever colour
     the encoder left under transparent pixels). 16-bit and 32-bit integer and float greyscale is
     rescaled from its full range, since PIL's own conversion clips it to 0..255; float pixels that
-    are NaN or infinite have no colour and are refused.
+    are NaN or infinite have no colour and are refused, and so are negative pixels or 32-bit integers
+    above 65535 (no mapping to colour would be more than a guess).
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -79,7 +80,14 @@ def _to_rgb(image: Image.Image, path: str | Path) -> Image.Image:
             bad = int(array.size - np.isfinite(array).sum())
             raise ImageError(f"image {path}: {bad} of {array.size} float pixels are NaN or infinite; refusing to "
                              "classify an image without defined values")
-        full_scale = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if low < 0 or (image.mode == "I" and high > 65535):
+            # Any mapping to 0..255 (clipping, shifting, stretching) would be a guess about what they mean.
+            kind = "float" if image.mode == "F" else "32-bit integer"
+            allowed = "0 or more" if image.mode == "F" else "0..65535 (8- or 16-bit greyscale)"
+            raise ImageError(f"image {path}: {kind} pixels range from {low:g} to {high:g}, outside {allowed}; "
+                             "refusing to guess how they map to colour: rescale it to 8 or 16 bits first")
+        full_scale = 65535.0 if image.mode.startswith("I;16") or high > 255 else 255.0
         if image.mode == "F":
             full_scale = max(float(array.max(initial=0)), 1.0)
         array = np.clip(array / full_scale * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -159,8 +159,9 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         # weights_only: never unpickle arbitrary objects from a file we did not write.
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad or unsafe pickles
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
-            f"weights file {path}: cannot be read as a state_dict with weights_only=True ({exc})"
+            f"weights file {path}: not a PyTorch state_dict (torch.load with weights_only=True: {first_line})"
         ) from exc
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"weights file {path}: holds {type(loaded).__name__}, not a state_dict of tensors")
@@ -179,6 +180,16 @@ def _check_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sou
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise WeightsError(f"weights {source} do not fit model {type(model).__name__}: {shown}")
+    check_finite_weights(state_dict, source)
+
+
+def check_finite_weights(state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """NaN or Inf in a weight makes every output meaningless (and every parity check vacuous): refused,
+    naming the first tensor that holds one."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"weights {source}: tensor {name} holds {bad} NaN or Inf value(s)")
 
 
 def _pretrained_state_dict(name: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -202,8 +213,13 @@ def resolve_weights_choice(option: str | None, default: str = "auto",
                            default_origin: str = "the default weights") -> tuple[str, str]:
     """(choice, where it came from): --weights, else $PERFSUITE_WEIGHTS, else the suite default
     (``default_origin`` names it in messages, e.g. the pyproject.toml key)."""
+    if option is not None and not option.strip():
+        raise InputError("--weights '': names nothing; give auto, pretrained, random or a file, or leave it out")
     if option:
         return option, "--weights"
+    if "PERFSUITE_WEIGHTS" in os.environ and not os.environ["PERFSUITE_WEIGHTS"].strip():
+        raise InputError("$PERFSUITE_WEIGHTS is set but empty; set it to auto, pretrained, random or a file, "
+                         "or unset it")
     if os.environ.get("PERFSUITE_WEIGHTS"):
         return os.environ["PERFSUITE_WEIGHTS"], "$PERFSUITE_WEIGHTS"
     return default, default_origin

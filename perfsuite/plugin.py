@@ -147,6 +147,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
         _apply_cpu_affinity(config.getoption("--cpu-affinity"))
+        config._perfsuite_checked_model = _check_weights_file(config._perfsuite_options)
+        _check_cache_folder()
+        _redirect_benchmark_json(config)
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config._perfsuite_outcomes = OutcomeLog()
@@ -163,6 +166,144 @@ def _apply_cpu_affinity(value: str | None) -> None:
         allowed = ",".join(map(str, sorted(os.sched_getaffinity(0))))
         raise InputError(f"--cpu-affinity {value}: cannot pin to these CPUs ({exc}); this process may use {allowed}") \
             from None
+
+
+def _check_weights_file(options: SuiteOptions) -> LoadedModel | None:
+    """A weights file (``--weights PATH``) is loaded once now, so a missing, unreadable, mismatched or
+    non-finite file is one usage error naming it, not an error at every test's setup; the loaded model is
+    kept for the ``loaded_model`` fixture."""
+    if options.weights in ("auto", "pretrained", "random"):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(options.model, options.weights)
+
+
+def _check_cache_folder() -> None:
+    """A file where the engine cache folder should be (``.perfsuite-cache``) would fail every converted
+    backend's row: one usage error now. (A read-only cache may still serve every entry: checked per build.)"""
+    from perfsuite.engine_cache import EngineCache
+
+    cache = EngineCache()
+    problem = cache.root_problem()
+    if problem:
+        raise InputError(f"engine cache {cache.root}: {problem}")
+
+
+# -- --benchmark-json: checked before the run, written atomically ------------------------------------
+# pytest-benchmark opens the --benchmark-json file itself (``open(path, "wb")``, no temporary file): a full
+# disk truncates a valid old file, a missing folder fails after the whole run. At configure time (before
+# pytest-benchmark's own, which is trylast) the path is checked by perfsuite.output's rules and, for a
+# regular file or a new path, pytest-benchmark is pointed at a temporary file beside it; once it has
+# written that (pytest_sessionfinish), it is fsynced and renamed onto the target. A device or FIFO is
+# written through by pytest-benchmark as before; a symlink is followed.
+
+def _redirect_benchmark_json(config: pytest.Config) -> None:
+    import tempfile
+
+    from perfsuite.output import check_output_path, is_write_through, resolve_target
+
+    target = getattr(config.option, "benchmark_json", None)
+    if target is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    check_output_path(target, f"--benchmark-json {target}")
+    if is_write_through(Path(target)) or is_write_through(resolve_target(target)):
+        return
+    destination = resolve_target(target)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+    os.close(handle)
+    config._perfsuite_benchmark_json = (Path(target), Path(temporary))
+    config.option.benchmark_json = Path(temporary)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The temporary --benchmark-json file of a session that never reached its end (a usage error raised
+    by a later plugin, a crash) is removed; a finished session has already renamed or removed it."""
+    redirected = getattr(config, "_perfsuite_benchmark_json", None)
+    if redirected:
+        redirected[1].unlink(missing_ok=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around pytest-benchmark's own sessionfinish, which writes the file
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    from perfsuite.output import OutputError, describe_os_error, replace_with_file
+
+    redirected = getattr(session.config, "_perfsuite_benchmark_json", None)
+    target = redirected[0] if redirected else getattr(session.config.option, "benchmark_json", None)
+    problem = None
+    try:
+        result = yield
+    except OSError as exc:  # pytest-benchmark's open/write of --benchmark-json: a full disk, a device that refuses
+        result, problem = None, f"--benchmark-json {target}: not written ({describe_os_error(exc)})"
+    if redirected:
+        final, temporary = redirected
+        try:
+            if problem is None and temporary.exists() and temporary.stat().st_size > 0:
+                os.chmod(temporary, 0o644)
+                replace_with_file(temporary, final, f"--benchmark-json {final}")
+                reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+                if reporter is not None:  # pytest-benchmark named the temporary file it wrote
+                    reporter.write_line(f"perfsuite: --benchmark-json: moved into place as {final}")
+        except OutputError as exc:
+            problem = str(exc)
+        finally:
+            temporary.unlink(missing_ok=True)
+        if problem and final.exists():
+            problem += f"; {final} left unchanged"
+    if problem:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")  # after the progress line, which is not yet ended here
+            reporter.write_line(f"perfsuite: error: {problem}", red=True, bold=True)
+        else:
+            import sys
+
+            print(f"perfsuite: error: {problem}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    return result
+
+
+# -- --benchmark-compare-fail: a stored run it cannot judge is a usage error, a regression a failure --------
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark has loaded the ``--benchmark-compare`` runs (at its configure): a stored row whose
+    compared statistic is zero, negative or not finite makes every percentage against it infinite or
+    meaningless, so it is refused here, naming the file, the benchmark and the field."""
+    import math
+
+    benchmark_session = getattr(session.config, "_benchmarksession", None)
+    checks = getattr(benchmark_session, "compare_fail", None) or []
+    for path, rows in (getattr(benchmark_session, "compared_mapping", None) or {}).items():
+        for name, row in rows.items():
+            for check in checks:
+                value = (row.get("stats") or {}).get(check.field)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value <= 0:
+                    raise pytest.UsageError(
+                        f"--benchmark-compare: {path}: benchmark {name}: stats.{check.field} is {value!r}; "
+                        f"--benchmark-compare-fail={check.field}:... cannot judge against it (a corrupt or edited "
+                        "saved run?)")
+
+
+@pytest.hookimpl(wrapper=True, specname="pytest_terminal_summary")
+def pytest_terminal_summary_regressions(terminalreporter: Any, exitstatus: int, config: pytest.Config):
+    """pytest-benchmark ends a ``--benchmark-compare-fail`` regression by raising PerformanceRegression out
+    of its terminal summary (a traceback); after its own list of what regressed, this makes it one line and
+    exit 1 (tests failed)."""
+    try:
+        from pytest_benchmark.session import PerformanceRegression
+    except ImportError:  # pytest-benchmark not installed: nothing to translate
+        return (yield)
+    try:
+        return (yield)
+    except PerformanceRegression:
+        terminalreporter.write_line("perfsuite: --benchmark-compare-fail: performance regressed (listed above)",
+                                    red=True, bold=True)
+        session = getattr(terminalreporter, "_session", None)
+        if session is not None:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return None
 
 
 def _options(config: pytest.Config) -> SuiteOptions:
@@ -325,7 +466,10 @@ def suite_options(request: pytest.FixtureRequest) -> SuiteOptions:
 
 
 @pytest.fixture(scope="session")
-def loaded_model(suite_options: SuiteOptions) -> LoadedModel:
+def loaded_model(request: pytest.FixtureRequest, suite_options: SuiteOptions) -> LoadedModel:
+    checked = getattr(request.config, "_perfsuite_checked_model", None)  # a weights file, loaded at configure
+    if checked is not None:
+        return checked
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         return load_model(suite_options.model, suite_options.weights)
@@ -403,6 +547,9 @@ class RunnerPool:
             runner.release()
             self._unavailable[key] = str(exc)
             pytest.skip(str(exc))
+        except InputError as exc:  # e.g. a read-only or full engine cache: its message says it all, no frames
+            runner.release()
+            pytest.fail(str(exc), pytrace=False)
         footprint.sample()  # the first call's activations and workspaces, on the device
         pooled = PooledRunner(runner, cold_start_s, footprint)
         self._current = (key, pooled)

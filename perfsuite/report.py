@@ -127,11 +127,29 @@ def group_machines(runs: Sequence[SavedRun]) -> list[Machine]:
     return list(machines.values())
 
 
+#: No benchmark round of this suite takes a day: a time above it is a corrupt or hand-edited file, and a
+#: report would publish it as a measurement.
+MAX_PLAUSIBLE_TIME_S = 86400.0
+
+
+def refuse_implausible_times(run: SavedRun) -> None:
+    """An :class:`InputError` naming the file, benchmark and field of a time above a day (e.g. 1e+300 s)."""
+    for record in run.benchmarks.values():
+        for field in ("min", "median", "mean", "max", "q1", "q3"):
+            value = record.stats.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_PLAUSIBLE_TIME_S:
+                raise InputError(f"results file {run.path}: benchmark {record.key}: stats.{field} is {value:g} s, "
+                                 f"more than a day ({MAX_PLAUSIBLE_TIME_S:g} s): not a plausible time for one "
+                                 "round (a corrupt or edited file?); not published")
+
+
 def collect_rows(runs: Sequence[SavedRun]) -> list[Row]:
     """Every benchmark of every machine, merged over that machine's runs, in first-seen order; an error
     when the runs hold no benchmark at all (an empty report would read as a pass)."""
     if not runs:
         raise InputError("report: no runs given")
+    for run in runs:
+        refuse_implausible_times(run)
     rows = []
     for machine in group_machines(runs):
         keys = list(dict.fromkeys(key for run in machine.runs for key in run.benchmarks))
@@ -280,7 +298,13 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    figure.savefig(path, dpi=110, metadata={"Software": None})
+    import io
+
+    from perfsuite.output import write_bytes
+
+    buffer = io.BytesIO()  # rendered in memory, then written by perfsuite.output's rules (atomic, never a device)
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    write_bytes(path, buffer.getvalue(), f"--output {path}")
     return path
 
 
@@ -501,5 +525,6 @@ def write_report(runs: Sequence[SavedRun], output: str | Path, title: str = "Ben
     output = Path(output)
     written = write_charts(runs, output) if charts else []
     summary = output / markdown_name
-    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written], host_contention))
+    write_text_atomic(summary, render_markdown(runs, title, [p.name for p in written], host_contention),
+                      f"--output {summary}")
     return [*written, summary]

@@ -87,20 +87,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import InputError
 from perfsuite.gate.hardware import CPU_FIELDS, GPU_FIELDS, IDENTITY_FIELDS, SOFTWARE_FIELDS
+from perfsuite.output import write_bytes
 from perfsuite.validation import validate
 
 SCHEMA_VERSION = 1
 
 
+#: Every kind of row the suite's benchmarks save (``extra_info.kind``); a reader refuses any other.
+ROW_KINDS = ("latency", "cold_start", "model_load", "compile_time", "roofline_rates", "e2e", "e2e_cold_start")
+
+
 def make_extra_info(kind: str, **fields: Any) -> dict[str, Any]:
     """An ``extra_info`` dict of the current schema; values must be JSON-serializable."""
+    if kind not in ROW_KINDS:
+        raise ValueError(f"row kind {kind!r} is not in perfsuite.results.ROW_KINDS: add it there")
     info = {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}
     json.dumps(info, allow_nan=True)  # fail here, not when pytest-benchmark saves
     return info
@@ -137,31 +142,20 @@ def clean_json(value: Any) -> Any:
     return value
 
 
-def write_bytes_atomic(path: str | Path, data: bytes | bytearray | memoryview) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp's 0600 would make reports and baselines private to their writer
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def write_bytes_atomic(path: str | Path, data: bytes | bytearray | memoryview, what: str | None = None) -> None:
+    """Write by :mod:`perfsuite.output`'s rules: atomically onto a regular file or a new path (readers never
+    see half a file, a full disk leaves the old one), through to a device or FIFO, a symlink followed."""
+    write_bytes(path, data, what)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """UTF-8 text written atomically, see :func:`write_bytes_atomic`."""
-    write_bytes_atomic(path, text.encode())
+def write_text_atomic(path: str | Path, text: str, what: str | None = None) -> None:
+    """UTF-8 text, see :func:`write_bytes_atomic`."""
+    write_bytes(path, text.encode(), what)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """JSON (indented, sorted keys) written atomically, see :func:`write_text_atomic`."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+def write_json_atomic(path: str | Path, data: Any, what: str | None = None) -> None:
+    """JSON (indented, sorted keys), see :func:`write_bytes_atomic`."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True), what)
 
 
 def read_json_file(path: str | Path, where: str, error: type[InputError] = InputError) -> Any:

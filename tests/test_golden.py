@@ -163,7 +163,7 @@ def _tamper(path, edit) -> None:
     (lambda d: d["logits"].update(base64="not base64!"), "base64 data is corrupt"),
     (lambda d: d["logits"].update(dtype="object"), "field logits.dtype: 'object' is not one of"),
     (lambda d: d["logits"].update(shape=[3, 1000]), "bytes where shape [3, 1000]"),
-    (lambda d: d.update(format_version=99), "format version 99; this perfsuite reads format versions 1, 2"),
+    (lambda d: d.update(format_version=99), "format version 99; this perfsuite reads format versions 2"),
     (lambda d: d.pop("recorded_at"), "'recorded_at' is a required property"),
     (lambda d: d["layers"][3]["sketch"].update(sha256="0" * 64), "layer features.2 sketch: sha256 mismatch"),
     # issue 9 #7: the norms had no checksum, #4: a wrong-typed norm was a traceback, #9: "1" was called "1"
@@ -183,18 +183,18 @@ def test_tampered_golden_is_refused(tmp_path, fresh, edit, message):
     assert message in str(info.value)
 
 
-def test_format_1_goldens_are_still_read_and_say_what_is_not_covered(tmp_path, fresh):
-    """A golden written before the content checksum (format 1) is read, its arrays verified; the report
-    says that its norms and metadata are not covered."""
+def test_format_1_goldens_are_refused(tmp_path, fresh):
+    """issue 16: a golden downgraded to format 1, its checksum removed and a layer norm x1.5, passed
+    golden check; format 1 cannot be told from such a downgrade, so it is refused with the way out."""
     path = save_golden(fresh, tmp_path)
-    _tamper(path, lambda d: (d.update(format_version=1), d.pop("content_sha256")))
-    golden = load_golden(path)
-    assert not golden.content_verified and torch.equal(golden.logits, fresh.logits)
-    assert "format 1: only its arrays are checksummed" in golden.describe()
-    assert load_golden(save_golden(golden, tmp_path)).content_verified  # saving writes format 2
-    _tamper(path, lambda d: (d.update(format_version=1), d.pop("content_sha256"),
-                             d["logits"].update(sha256="0" * 64)))
-    with pytest.raises(GoldenError, match="logits: sha256 mismatch"):
+
+    def downgrade(data):
+        data.update(format_version=1)
+        data.pop("content_sha256")
+        data["layers"][0]["norms"] = [norm * 1.5 for norm in data["layers"][0]["norms"]]
+    _tamper(path, downgrade)
+    with pytest.raises(GoldenError, match=r"report\.json: format 1, which has no content checksum.*"
+                                          r"perfsuite golden record --overwrite"):
         load_golden(path)
 
 

@@ -4,7 +4,6 @@ the model, and checking output paths before any work is done."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -58,57 +57,35 @@ def load_model_reporting_warnings(model_name: str | None, weights: str | None):
     return model
 
 
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_output_file(value: str | Path, option: str) -> Path:
-    """The path of a file a command will write, checked before the work starts: not empty, not a
-    folder, and below a folder that exists or can be created, and that this user may write."""
-    if not str(value):
-        raise InputError(f"{option}: the path is empty (an unset variable?)")
-    path = Path(value).absolute()
-    if path.is_dir():
-        raise InputError(f"{option} {value}: is a folder; give a file name")
-    _check_parent(path.parent, value, option)
-    return Path(value)
+    """The path of a file a command will write, checked before the work starts by
+    :func:`perfsuite.output.check_output_path` (not empty, not a folder, a writable folder with room; a
+    device or FIFO is written through, a symlink followed, anything else refused)."""
+    from perfsuite.output import check_output_path
+
+    return check_output_path(value, f"{option} {value}" if str(value) else option)
 
 
 def check_output_folder(value: str | Path, option: str) -> Path:
     """A folder a command will write files into, made now (with its parents), before the work starts."""
+    from perfsuite.output import check_output_folder_writable, describe_os_error
+
     if not str(value):
         raise InputError(f"{option}: the path is empty (an unset variable?)")
     path = Path(value).absolute()
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {value}: is a file, not a folder")
-    _check_parent(path, value, option)
+    check_output_folder_writable(path, f"{option} {value}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{option} {value}: cannot be made ({exc.strerror or exc})") from exc
+        raise InputError(f"{option} {value}: cannot be made ({describe_os_error(exc)})") from exc
     return Path(value)
 
 
-def _check_parent(folder: Path, value: str | Path, option: str) -> None:
-    existing = _nearest_existing(folder)
-    if not existing.is_dir():
-        raise InputError(f"{option} {value}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {value}: {existing} is not writable")
-
-
 def write_output(path: Path, option: str, text: str, append: bool = False) -> None:
-    """Write (atomically) or append ``text``; a failure (disk full, permissions changed) names the option."""
-    from perfsuite.results import write_text_atomic
+    """Write ``text`` by :mod:`perfsuite.output`'s rules (or append it); a failure (disk full, permissions
+    changed) names the option and says the old file was left unchanged."""
+    from perfsuite.output import write_text
 
-    try:
-        if append:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as handle:
-                handle.write(text)
-        else:
-            write_text_atomic(path, text)
-    except OSError as exc:
-        raise InputError(f"{option} {path}: cannot write ({exc.strerror or exc})") from exc
+    write_text(path, text, f"{option} {path}", append=append)

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     save = actions.add_parser("save", help="store existing runs as the baseline of their hardware")
     save.add_argument("runs", nargs="+", help="runs: paths, folders, 'globs' or storage ids")
     save.add_argument("--store", help="baseline store (default: .perfsuite-baselines)")
+    save.add_argument("--allow-failures", action="store_true",
+                      help="store runs that recorded failing tests (a run without any latency row is never stored)")
     add_storage_option(save)
     save.set_defaults(func=run_save)
 
@@ -78,10 +80,13 @@ def run_record(args: argparse.Namespace) -> int:
 
 
 def run_save(args: argparse.Namespace) -> int:
-    from perfsuite.gate.runs import load_side
+    from perfsuite.gate.runs import check_comparable, check_storable, load_side
     from perfsuite.gate.store import save_baseline
 
     runs = load_side(args.runs, args.storage, "runs")
+    check_comparable(runs)  # consistent with each other
+    for run in runs:
+        check_storable(run, allow_failures=args.allow_failures)
     stored = save_baseline(baseline_dir(args), runs)
     _note_physical_gpus(runs, "baseline")
     print(f"perfsuite baseline save: {len(runs)} runs stored in {stored}")
@@ -112,9 +117,12 @@ def run_fingerprint(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Every folder of the store, verified; exit 2 when one is not a usable baseline (each says why)."""
+    from perfsuite.errors import InputError
     from perfsuite.gate.store import list_baselines
 
     root = Path(baseline_dir(args))
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--store {root}: is a file, not a baseline store (a folder)")
     entries = list_baselines(root)
     for entry in entries:
         if entry.manifest is not None:

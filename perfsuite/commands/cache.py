@@ -55,7 +55,12 @@ def _describe(metadata: dict) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from perfsuite.errors import InputError
+
     cache = _cache(args)
+    problem = cache.root_problem()
+    if problem:  # a file where the folder should be: every build would fail
+        raise InputError(f"engine cache {cache.root}: {problem}")
     entries = list(cache.entries())
     unusable = [e for e in entries if e.problem is not None and not e.problem.startswith("being written")]
     if args.json:

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfsuite.gate.runs import load_side
+    from perfsuite.gate.runs import check_comparable, load_side
     from perfsuite.gate.tables import render_result
     from perfsuite.gate.verdict import compare_runs
 
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     baseline = load_side(args.baseline, args.storage, "BASELINE")
     new = load_side(args.new, args.storage, "NEW")
+    check_comparable([*baseline, *new])
     result = compare_runs(baseline, new, settings, allow_hardware_mismatch=args.allow_hardware_mismatch,
                           allow_config_mismatch=args.allow_config_mismatch)
     if summary is not None:

@@ -38,12 +38,15 @@ def register(subparsers) -> None:
 
 def check_output_path(text: str) -> Path:
     """A file path whose folder exists and that is not a folder itself (:class:`InputError` otherwise)."""
+    from perfsuite.output import check_output_path as check_path
+    from perfsuite.output import resolve_target
+
     path = Path(text)
     if path.is_dir():
         raise InputError(f"{text}: is a folder; give the path of the .onnx file to write")
-    if not path.parent.is_dir():
+    if not resolve_target(path).parent.is_dir():
         raise InputError(f"{text}: folder {path.parent} does not exist")
-    return path
+    return check_path(path, text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)  # before the export, which takes seconds
     model = load_model_reporting_warnings(args.model or load_suite_config().model, args.weights)
     export = export_onnx(model, args.precision, args.batch_size)
-    try:
-        write_bytes_atomic(output, export.data)
-    except OSError as exc:
-        raise InputError(f"{args.output}: cannot write it ({exc.strerror or exc})") from exc
+    write_bytes_atomic(output, export.data, args.output)
     origin = "from the cache" if export.hit else f"exported now in {export.build_s:.1f} s"
     print(f"{output}: {export.size:,} bytes, sha256 {export.sha256}, {model.name} {args.precision} "
           f"{'dynamic batch' if args.batch_size is None else f'batch {args.batch_size}'}, weights {model.weights} "

@@ -64,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
         prepared = runner.prepare(transform(image).unsqueeze(0))
         cold, output = time_once(lambda p=prepared: runner.infer(p), device)
         # Read the output now: CUDA-graph backends return a static buffer that the next call overwrites.
-        probabilities = torch.softmax(runner.to_tensor(output)[0].double(), dim=0)
+        logits = runner.to_tensor(output)[0].double()
+        if not bool(torch.isfinite(logits).all()):  # a softmax of NaN prints "nan%" as if it were an answer
+            bad = int((~torch.isfinite(logits)).sum())
+            print(f"\n{path}: error: the model's output holds {bad} NaN or Inf logit(s) ({args.backend} "
+                  f"{args.precision} on {device}): no classification", file=sys.stderr)
+            failures += 1
+            continue
+        probabilities = torch.softmax(logits, dim=0)
         warm = measure(lambda p=prepared: runner.infer(p), device,
                        MeasureSettings(warmup_rounds=1, max_time=0.0, min_rounds=WARM_RUNS, host_probe=False))
         top = probabilities.topk(min(args.top, probabilities.numel()))
@@ -79,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {rank}. {name:<30} {p:7.2%}  (index {index})")
     runner.release()
     if failures:
-        print(f"\n{failures} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        print(f"\n{failures} of {len(args.images)} image(s) could not be read or classified", file=sys.stderr)
         return 1
     return 0

@@ -11,6 +11,7 @@ import argparse
 from perfsuite.commands._common import check_output_file, check_output_folder, write_output
 from perfsuite.commands._gate import add_storage_option
 from perfsuite.errors import InputError
+from perfsuite.output import OutputError
 
 
 def register(subparsers) -> None:
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         written = write_report(runs, output, args.title, charts=not args.no_charts, markdown_name=args.markdown_name,
                                host_contention=settings_from_config(load_suite_config()).host_contention)
+    except OutputError:
+        raise  # already names the file and what happened
     except OSError as exc:
         raise InputError(f"--output {output}: cannot write ({exc.strerror or exc})") from exc
     if summary is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.errors import InputError, PerfsuiteError
+from perfsuite.output import replace_with_file
 from perfsuite.results import load_benchmark_json
 
 DEFAULT_TARGET = "benchmarks"
@@ -81,7 +82,7 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
                 raise InputError(f"run {number}: pytest exited {exit_code} without writing {partial.name} (every "
                                  "benchmark skipped or a crash; see its output above)")
             load_benchmark_json(partial)
-            os.replace(partial, final)
+            replace_with_file(partial, final, f"run {number}: {final}")  # never over a device, FIFO or link
         finally:
             partial.unlink(missing_ok=True)
         recorded.append(RecordedRun(final, exit_code))

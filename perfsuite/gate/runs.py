@@ -170,6 +170,71 @@ def load_run(path: str | Path) -> SavedRun:
     return run
 
 
+def check_comparable(runs: Sequence[SavedRun]) -> None:
+    """Refuse (:class:`InputError`, naming the file and the field) runs the gate cannot judge honestly:
+
+    - a run without ``machine_info``: its hardware could not be checked against the other side's;
+    - a row of a kind the suite never writes (``perfsuite.results.ROW_KINDS``);
+    - a row without ``extra_info`` (or without its ``kind``) where the same benchmark in another of the
+      runs has one: what it measured cannot be checked against the others (an edited file). A benchmark
+      without a kind in every run (a project's own benchmark) is compared on its times alone;
+    - a row whose ``extra_info.parity.passed`` is false while its run does not record that test as failed
+      (a run whose parity failed records the failure, and the gate fails that row; one that says so
+      without it was edited or saved by another tool).
+    """
+    from perfsuite.results import ROW_KINDS
+
+    kinds: dict[str, tuple[str, SavedRun]] = {}  # benchmark -> a kind it has in some run, and that run
+    for run in runs:
+        where = f"results file {run.path}"
+        if not run.data.get("machine_info"):
+            raise InputError(f"{where}: no machine_info: its hardware cannot be checked against the other "
+                             "side's (saved by another tool, or edited?)")
+        for record in run.benchmarks.values():
+            field = f"{where}: benchmark {record.key}: extra_info"
+            kind = record.extra_info.get("kind")
+            if kind is not None and kind not in ROW_KINDS:
+                raise InputError(f"{field}.kind {kind!r} is not a kind of row perfsuite writes "
+                                 f"({', '.join(ROW_KINDS)})")
+            if kind is not None:
+                kinds.setdefault(record.key, (kind, run))
+            parity = record.extra_info.get("parity")
+            if isinstance(parity, Mapping) and parity.get("passed") is False \
+                    and run.outcomes.get(record.key, {}).get("outcome") != "failed":
+                raise InputError(f"{field}.parity.passed is false, but the run does not record the test as "
+                                 "failed (edited, or saved by another tool): its outputs were wrong, its time "
+                                 "is not comparable")
+    for run in runs:
+        for record in run.benchmarks.values():
+            if record.key in kinds and record.extra_info.get("kind") is None:
+                kind, other = kinds[record.key]
+                missing = "extra_info is missing" if not record.extra_info else "extra_info.kind is missing"
+                raise InputError(f"results file {run.path}: benchmark {record.key}: {missing}, where "
+                                 f"{other.path} has a {kind} row: what it measured is unknown (edited?)")
+            known = kinds.get(record.key)
+            if known and record.extra_info.get("kind") != known[0]:
+                raise InputError(f"results file {run.path}: benchmark {record.key}: extra_info.kind "
+                                 f"{record.extra_info.get('kind')!r}, where {known[1].path} has {known[0]!r}")
+
+
+def check_storable(run: SavedRun, allow_failures: bool = False) -> None:
+    """Refuse a run as a baseline: what :func:`check_comparable` refuses, a run without any row, or with
+    the suite's rows but no latency row (every latency benchmark failed or was skipped: nothing to compare
+    against), and, unless ``allow_failures``, a run
+    that records a failed test (its rows may be missing or measured on wrong outputs)."""
+    check_comparable([run])
+    where = f"results file {run.path}"
+    suite_rows = [record for record in run.benchmarks.values() if record.kind is not None]
+    if not run.benchmarks or (suite_rows and not any(record.kind == "latency" for record in suite_rows)):
+        raise InputError(f"{where}: no latency row (every latency benchmark failed or was skipped): "
+                         "nothing a later run could be compared against; not stored")
+    failed = [nodeid for nodeid, entry in run.outcomes.items() if entry.get("outcome") == "failed"]
+    if failed and not allow_failures:
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        raise InputError(f"{where}: test {failed[0]}{more} failed in this run; not stored "
+                         "(--allow-failures stores it anyway)")
+
+
 def _storage_matches(item: str, storage: Path) -> list[Path]:
     if Path(item).is_absolute() or item.endswith(".json") or ".." in Path(item).parts:
         return []  # a path that does not exist, not an id
