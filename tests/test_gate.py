@@ -190,7 +190,9 @@ def test_settings_from_pyproject_and_options():
     custom = settings_from_config(SuiteConfig(extra={"gate": {"host_threshold": "30%", "informational": []}}),
                                   {"informational": "cold_start"})
     assert custom.host_threshold == pytest.approx(0.30) and custom.informational == ("cold_start",)
-    assert settings_from_config(None, {"informational": ""}).informational == ()
+    assert settings_from_config(None, {"informational": "none"}).informational == ()
+    with pytest.raises(InputError, match="names nothing"):  # an empty option is refused, never a silent default
+        settings_from_config(None, {"informational": ""})
     with pytest.raises(InputError, match=r"\[tool\.perfsuite\.gate\] host_threshold: 'lots' is not a fraction"):
         settings_from_config(SuiteConfig(extra={"gate": {"host_threshold": "lots"}}))
     with pytest.raises(InputError, match=r"host_threshold 0\.0%: must be above 0"):

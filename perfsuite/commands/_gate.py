@@ -46,7 +46,7 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated backends that must have results in every new run")
     group.add_argument("--informational",
                        help="comma-separated row kinds shown with verdicts that never decide the gate (default "
-                            f"{','.join(defaults.informational)}; '' gates every row)")
+                            f"{','.join(defaults.informational)}; 'none' gates every row)")
 
 
 def settings_from_args(args: argparse.Namespace) -> GateSettings:

@@ -119,9 +119,12 @@ def settings_from_config(config: SuiteConfig | None, overrides: Mapping[str, Any
                 raise InputError(f"{source}: {value!r} is not a list of {what}")
             items = value.split(",") if isinstance(value, str) else list(value)
             values[key] = tuple(item.strip() for item in items if item.strip())
-            if key in given and not values[key]:  # an empty option would silently drop the configured value
-                raise InputError(f"{source} {value!r}: names nothing; give at least one of the {what}, or leave "
-                                 f"the option out for [tool.perfsuite.gate] {key}")
+            if key == "informational" and values[key] == ("none",):  # every row decides
+                values[key] = ()
+            elif key in given and not values[key]:  # an empty option would silently drop the configured value
+                alternative = " (or none)" if key == "informational" else ""
+                raise InputError(f"{source} {value!r}: names nothing; give at least one of the {what}{alternative}, "
+                                 f"or leave the option out for [tool.perfsuite.gate] {key}")
         elif key in ("statistic", "baseline_dir", "inconclusive"):
             if not isinstance(value, str):
                 raise InputError(f"{source}: {value!r} is not a string")
