@@ -3,7 +3,8 @@
 Loaded by the root ``conftest.py``; elsewhere, ``pytest -p perfsuite.plugin``.
 
 Tests and benchmarks ask for ``case`` (a :class:`Case`: backend, precision, batch size) and get
-one test per combination of ``--backends`` x ``--precisions`` x ``--batch-sizes``; the
+one test per combination of ``--backends`` x ``--precisions`` x ``--batch-sizes``, stored as three
+separate parameters (``backend``, ``precision``, ``batch_size``) that every saved row has; the
 ``runner_pool`` fixture turns a case into a built, loaded runner, or skips with the reason it
 cannot run here.
 """
@@ -25,7 +26,7 @@ from perfsuite import environment
 from perfsuite.backends import backend_names, get_runner_class
 from perfsuite.backends.base import Runner, RunSpec
 from perfsuite.config import SuiteConfig, check_precision, load_suite_config, parse_batch_sizes, split_names
-from perfsuite.errors import BackendUnavailable, InputError
+from perfsuite.errors import BackendUnavailable, BrokenEnvironment, InputError
 from perfsuite.images import TRANSFORMS, fixture_paths, load_batch
 from perfsuite.measure import MeasureSettings, RunnerFootprint
 from perfsuite.models import LoadedModel, check_model_name, check_weights_choice, load_model, resolve_weights_choice
@@ -138,6 +139,8 @@ class Case(NamedTuple):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
+    config.addinivalue_line("markers", "row_params(backend=..., precision=..., batch_size=...): a benchmark's "
+                                       "values of the parameters every saved row has (null: does not apply)")
     for name, text in OPT_IN_MARKERS.items():  # also for runs outside this project's pyproject.toml
         config.addinivalue_line("markers", f"{name}: {text}; deselected unless -m selects it")
     if "s" not in (config.option.reportchars or "") and "a" not in (config.option.reportchars or ""):
@@ -147,8 +150,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
         _apply_cpu_affinity(config.getoption("--cpu-affinity"))
-    except InputError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+    except (InputError, BrokenEnvironment) as exc:
+        raise pytest.UsageError(str(exc)) from None
     config._perfsuite_outcomes = OutcomeLog()
     config.pluginmanager.register(config._perfsuite_outcomes, "perfsuite-outcomes")
 
@@ -169,23 +172,85 @@ def _options(config: pytest.Config) -> SuiteOptions:
     return config._perfsuite_options
 
 
+#: the parameters every benchmark row stores, separately, so that pytest-benchmark (and its peers) can group
+#: and slice by each: ``--benchmark-group-by=param:precision``, one CSV column each
+ROW_PARAMS = ("backend", "precision", "batch_size")
+#: fixtures that are a :class:`Case` built from those parameters, and the batch sizes each takes
+_CASE_FIXTURES = ("case", "startup_case", "e2e_case")
+
+
+def _case_batch_sizes(fixture: str, options: SuiteOptions) -> list[int]:
+    if fixture == "startup_case":  # cold start: batch 1
+        return [1]
+    if fixture == "e2e_case":  # the report's scenario: files to labels at small batches
+        return [n for n in options.batch_sizes if n <= E2E_MAX_BATCH] or [1]
+    return list(options.batch_sizes)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``case``: backend x precision x batch size; ``parity_case``: backend x precision on the
-    fixture images; ``startup_case``: backend x precision at batch 1."""
+    """``case``, ``startup_case``, ``e2e_case``: backend x precision x batch size, as three separate
+    parameters (:data:`ROW_PARAMS`, ids like ``eager-fp16-b1``); ``parity_case``: backend x precision
+    on the fixture images."""
     options = _options(metafunc.config)
-    if "case" in metafunc.fixturenames:
-        cases = [Case(b, p, n) for b in options.backends for p in options.precisions for n in options.batch_sizes]
-        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+    fixture = next((name for name in _CASE_FIXTURES if name in metafunc.fixturenames), None)
+    if fixture is not None:
+        cases = [Case(b, p, n) for b in options.backends for p in options.precisions
+                 for n in _case_batch_sizes(fixture, options)]
+        metafunc.parametrize(ROW_PARAMS, cases, ids=[c.id for c in cases])
     if "parity_case" in metafunc.fixturenames:
         cases = [Case(b, p, PARITY_BATCH) for b in options.backends for p in options.precisions]
         metafunc.parametrize("parity_case", cases, ids=[c.id for c in cases])
-    if "startup_case" in metafunc.fixturenames:  # cold start: batch 1
-        cases = [Case(b, p, 1) for b in options.backends for p in options.precisions]
-        metafunc.parametrize("startup_case", cases, ids=[c.id for c in cases])
-    if "e2e_case" in metafunc.fixturenames:  # the report's scenario: files to labels at small batches
-        sizes = [n for n in options.batch_sizes if n <= E2E_MAX_BATCH] or [1]
-        cases = [Case(b, p, n) for b in options.backends for p in options.precisions for n in sizes]
-        metafunc.parametrize("e2e_case", cases, ids=[c.id for c in cases])
+
+
+def _unparametrized(name: str) -> Any:
+    raise pytest.UsageError(f"the {name!r} fixture is a parameter: ask for case, startup_case or e2e_case")
+
+
+@pytest.fixture
+def backend() -> str:
+    """Overridden by the parametrization above (a test asking for ``case`` gets it)."""
+    return _unparametrized("backend")
+
+
+@pytest.fixture
+def precision() -> str:
+    return _unparametrized("precision")
+
+
+@pytest.fixture
+def batch_size() -> int:
+    return _unparametrized("batch_size")
+
+
+@pytest.fixture
+def case(backend: str, precision: str, batch_size: int) -> Case:
+    """The row's backend, precision and batch size as one :class:`Case`."""
+    return Case(backend, precision, batch_size)
+
+
+@pytest.fixture
+def startup_case(backend: str, precision: str, batch_size: int) -> Case:
+    """Batch 1 (cold start, compile time)."""
+    return Case(backend, precision, batch_size)
+
+
+@pytest.fixture
+def e2e_case(backend: str, precision: str, batch_size: int) -> Case:
+    """Batch sizes up to :data:`E2E_MAX_BATCH`."""
+    return Case(backend, precision, batch_size)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Give every benchmark row all of :data:`ROW_PARAMS`: pytest-benchmark's ``--benchmark-group-by=param:X``
+    fails on a row without ``X``. A benchmark that is not per backend/precision/batch declares its values with
+    ``@pytest.mark.row_params(...)``; what it leaves out is null (does not apply)."""
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    if fixture is None or not hasattr(fixture, "params"):
+        return
+    marker = item.get_closest_marker("row_params")
+    declared = dict(marker.kwargs) if marker else {}
+    fixture.params = {**dict.fromkeys(ROW_PARAMS), **declared, **(fixture.params or {})}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -224,7 +289,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     kinds: dict[str, int] = {}
     for item in benchmarks:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        case = next((v for k, v in params.items() if isinstance(v, Case)), None)
+        case = Case(*(params[name] for name in ROW_PARAMS)) if all(n in params for n in ROW_PARAMS) else None
         reason = None
         if case is not None:
             batch = 2 if case.batch_size == PARITY_BATCH else case.batch_size

@@ -65,23 +65,35 @@ def test_slow_tests_are_opt_in():
     assert not any("[compile" in n for n in default_names)
 
 
-def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(tmp_path):
+def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_path):
+    """Rows carry backend, precision and batch_size as separate params (every row, model load too), so that
+    pytest-benchmark's own compare groups by any of them and its CSV has a column each."""
     output = tmp_path / "run.json"
-    result = _pytest("benchmarks/test_latency.py", "--device", "cpu", "--backends", "eager,onnxruntime",
-                     "--precisions", "fp32,bf16", "--batch-sizes", "1", "--benchmark-max-time", "0.01",
-                     "--benchmark-min-rounds", "2", "--benchmark-json", str(output),
-                     "--benchmark-group-by", "param:case")
+    result = _pytest("benchmarks/test_latency.py", "benchmarks/test_startup.py::test_model_load", "--device", "cpu",
+                     "--backends", "eager,onnxruntime", "--precisions", "fp32,bf16", "--batch-sizes", "1",
+                     "--benchmark-max-time", "0.01", "--benchmark-min-rounds", "2", "--benchmark-json", str(output),
+                     "--benchmark-group-by", "param:backend,param:precision")
     text = result.stdout + result.stderr
     assert result.returncode == 0, text
-    assert "perfsuite plan: 4 benchmark(s) to run" in text or "perfsuite plan: 3 benchmark(s) to run" in text
+    assert "perfsuite plan: 5 benchmark(s) to run" in text or "perfsuite plan: 4 benchmark(s) to run" in text
     assert "SKIPPED" in text and "bf16" in text  # ORT's bf16 skip reason, without -rs
     assert "UNSERIALIZABLE" not in text
+    assert "benchmark 'backend=eager precision=fp32'" in text
     data = json.loads(output.read_text())
-    params = [row["params"]["case"] for row in data["benchmarks"]]
-    assert ["eager", "fp32", 1] in params
-    row = next(r for r in data["benchmarks"] if r["params"]["case"] == ["eager", "fp32", 1])
+    params = {row["name"]: row["params"] for row in data["benchmarks"]}
+    assert params["test_latency[eager-fp32-b1]"] == {"backend": "eager", "precision": "fp32", "batch_size": 1}
+    assert params["test_model_load"] == {"backend": "eager", "precision": "fp32", "batch_size": None}
+    row = next(r for r in data["benchmarks"] if r["name"] == "test_latency[eager-fp32-b1]")
     assert row["extra_info"]["host_probe"]["blocks"] == row["stats"]["rounds"]
     assert data["perfsuite"]["host_probe"]["rows"] == len(data["benchmarks"])
+    # pytest-benchmark's compare on the saved run: grouped by a param, and a CSV column per param
+    compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(output),
+                              "--group-by=param:precision", f"--csv={tmp_path / 'rows'}"],
+                             capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert "benchmark 'precision=fp32'" in compare.stdout
+    header = next(tmp_path.glob("rows*.csv")).read_text().splitlines()[0].split(",")
+    assert {"param:backend", "param:precision", "param:batch_size"} <= set(header)
 
 
 def test_a_bad_cpu_affinity_is_a_usage_error():
