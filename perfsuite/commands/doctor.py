@@ -18,6 +18,14 @@ from perfsuite.commands._common import add_model_options, load_model_reporting_w
 NOT_TRIED = "not tried (static checks pass; --build tries it)"
 
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite doctor                  # versions, GPU, and which backend x precision can run here
+  perfsuite doctor --build          # also build and load each one (slow)
+  perfsuite doctor --backends eager,onnxruntime --json
+"""
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("doctor", help="what this machine has and which backends can run")
     add_model_options(parser)
