@@ -33,7 +33,7 @@ examples:
   perfsuite baseline record --runs 5         # a baseline for the regression gate, then later:
   perfsuite compare .perfsuite-baselines/<fingerprint> 'new-runs/*.json'
 
-perfsuite COMMAND --help shows each command's options and examples.
+Each command's --help shows its options and examples (perfsuite COMMAND --help).
 """
 
 

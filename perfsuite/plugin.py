@@ -327,7 +327,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         reason = skip_marker.kwargs.get("reason", "skip marker") if skip_marker else None
         if case is not None and reason is None:
             batch = 2 if case.batch_size == PARITY_BATCH else case.batch_size
-            reason = get_runner_class(case.backend).unavailable_reason(RunSpec(case.precision, batch, options.device))
+            spec = RunSpec(case.precision, batch, options.device)
+            runner_class = get_runner_class(case.backend)
+            reason = runner_class.unavailable_reason(spec) or runner_class.expected_skip(spec)
         if reason:
             skips[reason] = skips.get(reason, 0) + 1
         else:
