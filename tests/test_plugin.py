@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_p
     assert "SKIPPED" in text and "bf16" in text  # ORT's bf16 skip reason, without -rs
     assert "UNSERIALIZABLE" not in text
     assert "benchmark 'backend=eager precision=fp32'" in text
+    # issue 17: a measured estimate, then one progress line per benchmark as it finishes
+    assert re.search(r"perfsuite plan: about \d+ s in all, from what was timed here just now \(model load", text)
+    progress = re.findall(r"^perfsuite: \[(\d)/(\d)\] (\S+ ?\S*): (median [\d.]+ m?s|skipped); \d+ s so far, "
+                          r"about \d+ s left$", result.stdout, re.MULTILINE)
+    assert len(progress) == int(progress[0][1]) >= 4, result.stdout
     data = json.loads(output.read_text())
     params = {row["name"]: row["params"] for row in data["benchmarks"]}
     assert params["test_latency[eager-fp32-b1]"] == {"backend": "eager", "precision": "fp32", "batch_size": 1}
