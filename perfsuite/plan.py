@@ -5,10 +5,10 @@ The estimate is measured, not assumed: before the first benchmark the plugin loa
 (:func:`warm_up_timings`). Each row's cost is then what the suite does for it, in those units
 (:func:`row_seconds`): ``measure``'s warm-up calls, the parity call, the timed rounds (at least
 ``--benchmark-min-rounds``, at least ``--benchmark-max-time``) and the runner's build; a model-load row
-is three loads, a cold-start row three runner builds and first calls. Other backends and precisions are
-costed as eager fp32 (the default run keeps to the precisions the machine runs natively, where that holds
-within the 2x the plan promises); a converted backend adds the load of its artifact, and its export when
-the cache holds none yet.
+is three loads, a cold-start row three runner builds and first calls. Eager at another precision is
+costed by one forward at the smallest batch in that precision (a cast copy), relative to fp32; other backends
+as eager fp32, and a converted backend adds the load of its artifact, and its export when the cache holds
+none yet.
 
 While the run goes, :class:`ProgressLog` prints one line per finished benchmark: what ran, its median, the
 time so far and an estimate of what is left (the plan's remaining rows, scaled by how the finished rows
@@ -17,6 +17,7 @@ compared with their estimates). ``-q`` silences it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import statistics
 import time
@@ -40,27 +41,45 @@ class WarmUp:
 
     model_load_s: float
     forward_s: dict[int, float]  # eager fp32, per batch size
+    #: eager at the smallest batch, per other precision, over fp32's time there (bf16 without AVX-512-BF16: ~50)
+    precision_factor: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def forward(self, batch_size: int | None) -> float:
+    def forward(self, batch_size: int | None, precision: str | None = None) -> float:
         if not self.forward_s:
             return 0.0
+        factor = self.precision_factor.get(precision or "fp32", 1.0)
         if batch_size in self.forward_s:
-            return self.forward_s[batch_size]
+            return self.forward_s[batch_size] * factor
         nearest = min(self.forward_s, key=lambda n: abs(n - (batch_size or 1)))
-        return self.forward_s[nearest] * (batch_size or 1) / nearest  # linear in the batch: a rough guess
+        return self.forward_s[nearest] * (batch_size or 1) / nearest * factor  # linear in the batch: a rough guess
 
 
 def warm_up_timings(module: torch.nn.Module, batch_sizes: Iterable[int], device: str, model_load_s: float,
-                    time_call: Callable[[Callable[[], Any]], float]) -> WarmUp:
-    """One eager fp32 forward per batch size (after one untimed call that warms the allocator)."""
+                    time_call: Callable[[Callable[[], Any]], float], precisions: Iterable[str] = ()) -> WarmUp:
+    """One eager fp32 forward per batch size, and one per other precision at the smallest batch (each after
+    an untimed call that warms the allocator)."""
     forward: dict[int, float] = {}
+    factors: dict[str, float] = {}
+    sizes = sorted(set(batch_sizes))
     model = module.to(device).eval()
     with torch.inference_mode():
-        for batch_size in sorted(set(batch_sizes)):
+        for batch_size in sizes:
             images = torch.zeros(batch_size, 3, 224, 224, device=device)
             model(images)
             forward[batch_size] = time_call(lambda images=images: model(images))
-    return WarmUp(model_load_s, forward)
+        others = [p for p in dict.fromkeys(precisions) if p in _DTYPES and p != "fp32"]
+        for precision in others:
+            dtype = _DTYPES[precision]
+            cast = copy.deepcopy(model).to(dtype)  # as the eager backend runs it
+            images = torch.zeros(sizes[0], 3, 224, 224, device=device, dtype=dtype)
+            cast(images)
+            seconds = time_call(lambda images=images, cast=cast: cast(images))
+            del cast
+            factors[precision] = seconds / forward[sizes[0]] if forward[sizes[0]] > 0 else 1.0
+    return WarmUp(model_load_s, forward, factors)
+
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +92,10 @@ class RowPlan:
 
 
 def row_seconds(kind: str, backend: str | None, batch_size: int | None, warm: WarmUp, *, warmup_rounds: int,
-                max_time: float, min_rounds: int, first_build: bool, export_cached: bool) -> float:
+                max_time: float, min_rounds: int, first_build: bool, export_cached: bool,
+                precision: str | None = None) -> float:
     """The seconds one benchmark is expected to take (see the module docstring)."""
-    call = warm.forward(batch_size)
+    call = warm.forward(batch_size, precision if backend == "eager" else None)
     converted = backend not in (None, "eager") and not (backend or "").startswith("compile")
     build = 0.0
     if converted and first_build:

@@ -366,8 +366,9 @@ def _plan_estimate(config: pytest.Config, options: SuiteOptions, planned: list[t
     config._perfsuite_preloaded = (model, list(caught))
     sizes = sorted({c.batch_size for _, _, c in planned if c is not None and c.batch_size != PARITY_BATCH} or {1})
     module = model.module if options.device == "cpu" else copy.deepcopy(model.module)
-    warm = plan.warm_up_timings(module, sizes, options.device, load_s,
-                                lambda fn: time_once(fn, options.device)[0])
+    precisions = [c.precision for _, _, c in planned if c is not None and c.backend == "eager"]
+    warm = plan.warm_up_timings(module, sizes, options.device, load_s, lambda fn: time_once(fn, options.device)[0],
+                                precisions)
     max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
     min_rounds = int(config.getoption("benchmark_min_rounds", 5) or 5)
     cached = plan.export_cached(cache_root(options.config))
@@ -381,10 +382,12 @@ def _plan_estimate(config: pytest.Config, options: SuiteOptions, planned: list[t
         batch = case.batch_size if case and case.batch_size != PARITY_BATCH else None
         seconds = plan.row_seconds(kind, backend, batch, warm, warmup_rounds=options.config.warmup_rounds,
                                    max_time=max_time, min_rounds=min_rounds, first_build=first,
-                                   export_cached=cached)
+                                   export_cached=cached, precision=case.precision if case else None)
         rows.append(plan.RowPlan(item.nodeid, f"{kind} {case.id}" if case else kind, seconds))
     progress = ProgressHooks(plan.ProgressLog(rows, reporter))
-    forwards = ", ".join(f"b{n} {s * 1e3:.3g} ms" for n, s in warm.forward_s.items())
+    forwards = ", ".join([f"fp32 b{n} {plan.format_median(s).removeprefix('median ')}"
+                          for n, s in warm.forward_s.items()]
+                         + [f"{p} {f:.2g}x fp32" for p, f in warm.precision_factor.items()])
     lines.append(f"perfsuite plan: about {plan.format_seconds(progress.log.total_estimate_s)} in all, from what "
                  f"was timed here just now (model load {load_s:.2f} s; one eager fp32 forward: {forwards})")
     return progress

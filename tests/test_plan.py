@@ -75,3 +75,19 @@ def test_warm_up_times_one_forward_per_batch_size():
     warm = plan.warm_up_timings(model, [8, 1, 8], "cpu", 1.5, time_call)
     assert warm.forward_s == {1: 0.5, 8: 0.5} and calls == [1, 8] and warm.model_load_s == 1.5
     assert warm.forward(64) == pytest.approx(0.5 * 64 / 8)  # an unmeasured size: scaled from the nearest
+
+
+def test_other_precisions_are_timed_once_and_scale_eager_rows():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    dtypes = []
+
+    def time_call(fn):
+        dtypes.append(fn().dtype)
+        return 0.2 if dtypes[-1] == torch.float32 else 1.0
+
+    warm = plan.warm_up_timings(model, [1, 8], "cpu", 1.0, time_call, ["fp32", "bf16", "bf16"])
+    assert dtypes == [torch.float32, torch.float32, torch.bfloat16] and warm.precision_factor == {"bf16": 5.0}
+    assert next(model.parameters()).dtype == torch.float32  # the session's model is left as it was
+    settings = {"warmup_rounds": 10, "max_time": 1.0, "min_rounds": 5, "export_cached": True, "first_build": False}
+    assert plan.row_seconds("latency", "eager", 8, warm, precision="bf16", **settings) == pytest.approx(
+        12 * 1.0 + 5 * 1.0 + 1.0)

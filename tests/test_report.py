@@ -212,6 +212,9 @@ def test_every_chart_stands_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_save", lambda figure, path: real_save(figures.setdefault(path.stem, figure), path))
 
     def batch_one_and_a_slow_row(bench):
+        info = bench.get("extra_info") or {}
+        if info.get("backend") == "onnxruntime" and isinstance(info.get("backend_info"), dict):
+            info["backend_info"]["artifact_cache"] = "hit"  # an export found in the cache
         if bench["name"] == "test_latency[eager-fp32-b1]":
             bench["stats"] = {k: v * 100 if isinstance(v, float) else v for k, v in bench["stats"].items()}
             bench["stats"]["data"] = [v * 100 for v in bench["stats"].get("data", [])]
@@ -242,4 +245,4 @@ def test_every_chart_stands_alone(tmp_path, monkeypatch):
                                                                              .get_text().split())
     comparison_texts = " ".join(t.get_text() for ax in figures["comparison"].axes for t in ax.texts)
     cached = [r for r in collect_rows([run]) if r.kind == "latency" and r.artifact_cached]
-    assert ("cached: timed when made" in comparison_texts) == bool(cached)
+    assert cached and "cached: timed when made" in comparison_texts
