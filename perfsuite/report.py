@@ -4,7 +4,10 @@ One row per benchmark and machine: runs of the same hardware are merged (median 
 run's median; latency samples pooled), runs of different hardware stay apart, so a folder of
 results from several GPU runners gives one cross-GPU report.
 
-Charts (each only when the runs have what it needs):
+Charts (each only when the runs have what it needs). Every chart's subtitle names the machine, the weights
+and the runs' dates (:func:`chart_context`), so that one pasted alone still says what it shows; values are
+written on bars and points, and an axis turns logarithmic where its values span more than :data:`LOG_SPAN`.
+With a single batch size, throughput and memory are bars per series rather than lines over one x value.
 
 ``comparison.png``            per backend x precision: conversion (build) time, load time, and
                               inference latency at the smallest batch size
@@ -13,7 +16,8 @@ Charts (each only when the runs have what it needs):
                               ``--benchmark-save-data``), else of the quartiles, min and max that
                               pytest-benchmark saves in every run's stats (``--benchmark-autosave``)
 ``throughput.png``            images/s against batch size
-``speedup.png``               speedup over eager at the same precision, batch size and machine
+``speedup.png``               speedup over eager at the same precision, batch size and machine (each bar
+                              says both medians)
 ``memory.png``                peak GPU memory and host RSS growth per backend x precision (each series
                               with its own marker and line style, nudged sideways, so equal values
                               stay visible)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -93,13 +94,15 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_p
     assert row["extra_info"]["host_probe"]["blocks"] == row["stats"]["rounds"]
     assert data["perfsuite"]["host_probe"]["rows"] == len(data["benchmarks"])
     # pytest-benchmark's compare on the saved run: grouped by a param, and a CSV column per param
+    histogram = [f"--histogram={tmp_path / 'hist'}"] if importlib.util.find_spec("pygal") else []  # extra report
     compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(output),
-                              "--group-by=param:precision", f"--csv={tmp_path / 'rows'}"],
+                              "--group-by=param:precision", f"--csv={tmp_path / 'rows'}", *histogram],
                              capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert compare.returncode == 0, compare.stdout + compare.stderr
     assert "benchmark 'precision=fp32'" in compare.stdout
     header = next(tmp_path.glob("rows*.csv")).read_text().splitlines()[0].split(",")
     assert {"param:backend", "param:precision", "param:batch_size"} <= set(header)
+    assert not histogram or list(tmp_path.glob("hist*precision=fp32*.svg"))
 
 
 def test_a_bad_cpu_affinity_is_a_usage_error():
