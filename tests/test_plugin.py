@@ -74,10 +74,10 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_p
     result = _pytest("benchmarks/test_latency.py", "benchmarks/test_startup.py::test_model_load", "--device", "cpu",
                      "--backends", "eager,onnxruntime", "--precisions", "fp32,bf16", "--batch-sizes", "1",
                      "--benchmark-max-time", "0.01", "--benchmark-min-rounds", "2", "--benchmark-json", str(output),
-                     "--benchmark-group-by", "param:backend,param:precision")
+                     "--benchmark-group-by", "param:backend,param:precision", "-k", "not eager-bf16")
     text = result.stdout + result.stderr
     assert result.returncode == 0, text
-    assert "perfsuite plan: 5 benchmark(s) to run" in text or "perfsuite plan: 4 benchmark(s) to run" in text
+    assert "perfsuite plan: 3 benchmark(s) to run (latency 2, model_load 1), 1 to skip" in text
     assert "SKIPPED" in text and "bf16" in text  # ORT's bf16 skip reason, without -rs
     assert "UNSERIALIZABLE" not in text
     assert "benchmark 'backend=eager precision=fp32'" in text
@@ -85,7 +85,7 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_p
     assert re.search(r"perfsuite plan: about \d+ s in all, from what was timed here just now \(model load", text)
     progress = re.findall(r"^perfsuite: \[(\d)/(\d)\] (\S+ ?\S*): (median [\d.]+ m?s|skipped); \d+ s so far, "
                           r"about \d+ s left$", result.stdout, re.MULTILINE)
-    assert len(progress) == int(progress[0][1]) >= 4, result.stdout
+    assert len(progress) == int(progress[0][1]) == 3, result.stdout
     data = json.loads(output.read_text())
     params = {row["name"]: row["params"] for row in data["benchmarks"]}
     assert params["test_latency[eager-fp32-b1]"] == {"backend": "eager", "precision": "fp32", "batch_size": 1}
@@ -109,3 +109,19 @@ def test_a_bad_cpu_affinity_is_a_usage_error():
     result = _pytest("benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu")
     assert result.returncode == 4
     assert "--cpu-affinity 9999" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_non_native_cpu_precisions_are_left_out_by_default_and_run_when_asked():
+    """issue 17: the default CPU run spent minutes on emulated fp16/bf16; --precisions still runs them."""
+    from perfsuite.plugin import default_precision_skips
+
+    skipped = default_precision_skips(("fp32", "fp16", "bf16"), "cpu")
+    default = _pytest("benchmarks", "--collect-only", "--device", "cpu", "--batch-sizes", "1")
+    asked = _pytest("benchmarks", "--collect-only", "--device", "cpu", "--batch-sizes", "1",
+                    "--precisions", "fp32,bf16")
+    assert default.returncode == asked.returncode == 0, default.stderr + asked.stderr
+    assert "precisions=fp32,bf16 batch_sizes=1" in asked.stdout and "skipped by default" not in asked.stdout
+    if skipped:
+        assert f"(skipped by default here: {','.join(skipped)})" in default.stdout
+    else:
+        assert "skipped by default" not in default.stdout
