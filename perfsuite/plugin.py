@@ -369,6 +369,9 @@ def _plan_estimate(config: pytest.Config, options: SuiteOptions, planned: list[t
     precisions = [c.precision for _, _, c in planned if c is not None and c.backend == "eager"]
     warm = plan.warm_up_timings(module, sizes, options.device, load_s, lambda fn: time_once(fn, options.device)[0],
                                 precisions)
+    del module
+    if environment.is_cuda(options.device):  # the copy's memory goes back before any row measures its own
+        torch.cuda.empty_cache()
     max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
     min_rounds = int(config.getoption("benchmark_min_rounds", 5) or 5)
     cached = plan.export_cached(cache_root(options.config))
