@@ -375,8 +375,8 @@ def _distribution_chart(rows: list[Row], path: Path, several: bool, context: str
         ax.tick_params(axis="x", labelrotation=15, labelsize=8)
         ax.grid(True, axis="y", which="both", alpha=0.3)
         for index, box in enumerate(boxes, start=1):
-            ax.annotate(f"{box['med']:.3g} ms", (index, box["med"]), xytext=(28, 0), textcoords="offset points",
-                        va="center", fontsize=7)
+            ax.annotate(f"median {format_seconds(box['med'] / 1e3)}", (index + 0.3, box["med"]), va="center",
+                        fontsize=7)
     _title(figure, "Latency distribution per backend (timed rounds)", context)
     return _save(figure, path)
 
