@@ -392,7 +392,7 @@ def _plan_estimate(config: pytest.Config, options: SuiteOptions, planned: list[t
                           for n, s in warm.forward_s.items()]
                          + [f"{p} {f:.2g}x fp32" for p, f in warm.precision_factor.items()])
     lines.append(f"perfsuite plan: about {plan.format_seconds(progress.log.total_estimate_s)} in all, from what "
-                 f"was timed here just now (model load {load_s:.2f} s; one eager fp32 forward: {forwards})")
+                 f"was timed here just now (model load {load_s:.2f} s; one eager forward: {forwards})")
     return progress
 
 
