@@ -16,6 +16,7 @@ from perfsuite.results import clean_json, make_extra_info, run_fields
 STARTUP_ROUNDS = 3
 
 
+@pytest.mark.row_params(backend="eager", precision="fp32")  # the fp32 PyTorch module every backend starts from
 def test_model_load(benchmark, suite_options, loaded_model, measure_settings):
     """torchvision model construction + weights + move to the device, synchronized."""
     device = suite_options.device

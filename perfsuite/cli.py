@@ -1,4 +1,4 @@
-"""The ``perfsuite`` command.
+"""perfsuite: benchmarks and numerical parity of deep-learning inference, and a regression gate over saved runs.
 
 Each subcommand lives in its own module under ``perfsuite/commands/`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a function taking the parsed
@@ -22,16 +22,53 @@ from perfsuite.errors import PerfsuiteError
 EXIT_BROKEN_PIPE = 141
 
 
+#: the top-level ``--help``'s examples: a first hour with the suite
+EXAMPLES = """\
+examples:
+  pytest benchmarks                          # the benchmarks (latency, model load, cold start) on this machine
+  pytest benchmarks --benchmark-json run.json
+  perfsuite doctor                           # what this machine has, which backends can run
+  perfsuite predict fixtures/dog.jpg         # classify an image, timing each step
+  perfsuite report run.json --output report/ # charts and a markdown summary
+  perfsuite baseline record --runs 5         # a baseline for the regression gate, then later:
+  perfsuite compare .perfsuite-baselines/<fingerprint> 'new-runs/*.json'
+
+Each command's --help shows its options and examples (perfsuite COMMAND --help).
+"""
+
+
+def plain(text: str | None) -> str | None:
+    """Help text without the docstrings' reStructuredText literal marks (``perfsuite`` -> perfsuite)."""
+    return text.replace("``", "") if text else text
+
+
+def _finish_help(parser: argparse.ArgumentParser, examples: str | None) -> None:
+    """Plain descriptions and the examples at the end, for ``parser`` and each of its actions' parsers."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = plain(parser.description)
+    if examples and not parser.epilog:
+        parser.epilog = examples
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _finish_help(child, examples)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import perfsuite.commands
 
-    parser = argparse.ArgumentParser(prog="perfsuite", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="perfsuite", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"perfsuite {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in sorted(pkgutil.iter_modules(perfsuite.commands.__path__), key=lambda m: m.name):
         if module.name.startswith("_"):  # shared helpers, not commands
             continue
-        importlib.import_module(f"perfsuite.commands.{module.name}").register(subparsers)
+        command = importlib.import_module(f"perfsuite.commands.{module.name}")
+        before = set(subparsers.choices)
+        command.register(subparsers)
+        for name in set(subparsers.choices) - before:
+            _finish_help(subparsers.choices[name], getattr(command, "EXAMPLES", None))
     return parser
 
 

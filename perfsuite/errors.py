@@ -1,11 +1,13 @@
 """Errors the suite raises: each names what went wrong and where.
 
-Three kinds, and what the test run makes of them:
+Four kinds, and what the test run makes of them:
 
 - :class:`InputError`: a file, option or value given to the suite is unusable (exit 2 in the CLI).
 - :class:`BackendUnavailable`: this *environment* cannot run a backend: a package is missing, there
   is no GPU, the runtime does not support this GPU's compute capability, a provider is missing or
   has no kernel for the dtype. The only error that becomes a skip.
+- :class:`BrokenEnvironment`: packages the suite itself needs (torch, torchvision) are installed but
+  do not work together; nothing can run (exit 2 in the CLI, a usage error in pytest).
 - :class:`BackendError`: the backend was tried and broke (a parse, build, session or execution
   failure). It fails the test with the library's own message.
 """
@@ -23,6 +25,10 @@ class InputError(PerfsuiteError, ValueError):
 
 class WeightsError(InputError):
     """Model weights cannot be had or do not fit the model."""
+
+
+class BrokenEnvironment(PerfsuiteError):
+    """The suite's own dependencies are installed but broken; the message names the versions and the fix."""
 
 
 class BackendUnavailable(PerfsuiteError):

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perfsuite.errors import InputError, WeightsError
+from perfsuite.environment import package_version
+from perfsuite.errors import BrokenEnvironment, InputError, WeightsError
 
 RANDOM_SEED = 20261127
 WEIGHTS_CHOICES = ("auto", "pretrained", "random")
@@ -55,9 +56,41 @@ class LoadedModel:
         }
 
 
-def _torchvision_models():
-    import torchvision.models
+def matching_torchvision(torch_version: str) -> str:
+    """The torchvision release series built against ``torch_version`` ('2.14.1+cpu' -> '0.29'): since torch 2.0
+    each torch 2.N pairs with torchvision 0.(N+15)."""
+    parts = torch_version.split("+")[0].split(".")
+    if len(parts) >= 2 and parts[0] == "2" and parts[1].isdigit():
+        return f"0.{int(parts[1]) + 15}"
+    return "the release made for it"
 
+
+def install_hint() -> str:
+    """How to install torch and torchvision builds that belong together, from the index this torch came from."""
+    torch_version = torch.__version__
+    local = torch_version.split("+")[1] if "+" in torch_version else None
+    index = f" --index-url https://download.pytorch.org/whl/{local}" if local else ""
+    pair = matching_torchvision(torch_version)
+    torchvision_pin = f"torchvision=={pair}.*" if pair.startswith("0.") else "torchvision"
+    return (f"install matching builds from one index: pip install torch=={torch_version.split('+')[0]} "
+            f"{torchvision_pin}{index}")
+
+
+def _torchvision_models():
+    """``torchvision.models``; a torchvision that is missing or does not fit this torch is a
+    :class:`BrokenEnvironment` naming both versions and the fix, not an import traceback."""
+    try:
+        import torchvision.models
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] != "torchvision":
+            raise
+        raise BrokenEnvironment(f"torchvision is not installed (torch {torch.__version__} is); {install_hint()}") \
+            from None
+    except Exception as exc:  # e.g. "operator torchvision::nms does not exist": built for another torch
+        raise BrokenEnvironment(
+            f"torchvision {package_version('torchvision') or '(version unknown)'} does not work with torch "
+            f"{torch.__version__}: importing it failed with {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+            f"The two must be builds made for each other; {install_hint()}") from None
     return torchvision.models
 
 
@@ -227,8 +260,14 @@ def resolve_weights_choice(option: str | None, default: str = "auto",
 
 def check_model_name(name: str, origin: str = "--model") -> str:
     """``name`` if torchvision has such a classification model; else an error naming ``origin``."""
-    if name not in available_models():
-        raise InputError(f"{origin} {name!r}: not a torchvision classification model (e.g. alexnet, resnet18)")
+    names = available_models()
+    if name not in names:
+        version = package_version("torchvision") or "(version unknown)"
+        if name == "alexnet" or not names:  # the suite's own model: this torchvision is not one the suite can use
+            raise BrokenEnvironment(f"{origin} {name!r}: torchvision {version} (with torch {torch.__version__}) "
+                                    f"has no such model ({len(names)} classification models); {install_hint()}")
+        raise InputError(f"{origin} {name!r}: not a classification model of torchvision {version} "
+                         "(e.g. alexnet, resnet18)")
     return name
 
 

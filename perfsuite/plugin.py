@@ -3,16 +3,19 @@
 Loaded by the root ``conftest.py``; elsewhere, ``pytest -p perfsuite.plugin``.
 
 Tests and benchmarks ask for ``case`` (a :class:`Case`: backend, precision, batch size) and get
-one test per combination of ``--backends`` x ``--precisions`` x ``--batch-sizes``; the
+one test per combination of ``--backends`` x ``--precisions`` x ``--batch-sizes``, stored as three
+separate parameters (``backend``, ``precision``, ``batch_size``) that every saved row has; the
 ``runner_pool`` fixture turns a case into a built, loaded runner, or skips with the reason it
 cannot run here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +24,11 @@ from typing import Any, NamedTuple
 import pytest
 import torch
 
-from perfsuite import environment
+from perfsuite import environment, plan
 from perfsuite.backends import backend_names, get_runner_class
 from perfsuite.backends.base import Runner, RunSpec
 from perfsuite.config import SuiteConfig, check_precision, load_suite_config, parse_batch_sizes, split_names
-from perfsuite.errors import BackendUnavailable, InputError
+from perfsuite.errors import BackendUnavailable, BrokenEnvironment, InputError
 from perfsuite.images import TRANSFORMS, fixture_paths, load_batch
 from perfsuite.measure import MeasureSettings, RunnerFootprint
 from perfsuite.models import LoadedModel, check_model_name, check_weights_choice, load_model, resolve_weights_choice
@@ -83,6 +86,9 @@ class SuiteOptions:
     tolerance_overrides: dict[str, dict[str, float]]
     config: SuiteConfig
     roofline: bool = False  # roofline context in latency rows (measures the machine's rates once)
+    #: precisions the benchmark tiers skip by default, with the reason: on a CPU, those it does not run
+    #: natively (``environment.cpu_precision_problem``); empty when --precisions names them
+    default_skips: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def tolerance(self, precision: str) -> Tolerance:
         """The parity tolerance of ``precision`` on this session's device (fp32 under TF32 is judged as tf32)."""
@@ -100,8 +106,9 @@ class SuiteOptions:
             except InputError as exc:  # an unknown name, blamed on where it came from
                 raise InputError(f"{'--backends' if config.getoption('--backends') else suite.source('backends')}: "
                                  f"{exc}") from None
-        precisions = tuple(check_precision(p, "--precisions")
-                           for p in split_names(config.getoption("--precisions"), "--precisions")) or suite.precisions
+        asked = tuple(check_precision(p, "--precisions") for p in split_names(config.getoption("--precisions"),
+                                                                              "--precisions"))
+        precisions = asked or suite.precisions
         batch_option = config.getoption("--batch-sizes")
         batch_sizes = parse_batch_sizes(batch_option) if batch_option is not None else suite.batch_sizes(device)
         model_option = config.getoption("--model")
@@ -120,7 +127,24 @@ class SuiteOptions:
                                                 parse_tolerance_options(config.getoption("--tolerance"))),
             config=suite,
             roofline=bool(config.getoption("--roofline")),
+            default_skips={} if asked else default_precision_skips(precisions, device),
         )
+
+    def skip_reason(self, precision: str) -> str | None:
+        """Why this session's defaults leave ``precision`` out (None: they do not)."""
+        return self.default_skips.get(precision)
+
+
+def default_precision_skips(precisions: tuple[str, ...], device: str,
+                            flags: frozenset[str] | None = None) -> dict[str, str]:
+    """The precisions a default run skips on ``device``, with the reason: on a CPU those it lacks the
+    instructions for (``flags``: the CPU's, read from /proc/cpuinfo when not given); on a GPU none. Where
+    none of ``precisions`` is native the run keeps them all, rather than run nothing."""
+    if environment.is_cuda(device):
+        return {}
+    flags = environment.cpu_flags() if flags is None else flags
+    skips = {p: reason for p in precisions if (reason := environment.cpu_precision_problem(p, flags))}
+    return skips if len(skips) < len(precisions) else {}
 
 
 class Case(NamedTuple):
@@ -138,6 +162,8 @@ class Case(NamedTuple):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
+    config.addinivalue_line("markers", "row_params(backend=..., precision=..., batch_size=...): a benchmark's "
+                                       "values of the parameters every saved row has (null: does not apply)")
     for name, text in OPT_IN_MARKERS.items():  # also for runs outside this project's pyproject.toml
         config.addinivalue_line("markers", f"{name}: {text}; deselected unless -m selects it")
     if "s" not in (config.option.reportchars or "") and "a" not in (config.option.reportchars or ""):
@@ -150,8 +176,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config._perfsuite_checked_model = _check_weights_file(config._perfsuite_options)
         _check_cache_folder()
         _redirect_benchmark_json(config)
-    except InputError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+    except (InputError, BrokenEnvironment) as exc:
+        raise pytest.UsageError(str(exc)) from None
     config._perfsuite_outcomes = OutcomeLog()
     config.pluginmanager.register(config._perfsuite_outcomes, "perfsuite-outcomes")
 
@@ -310,23 +336,85 @@ def _options(config: pytest.Config) -> SuiteOptions:
     return config._perfsuite_options
 
 
+#: the parameters every benchmark row stores, separately, so that pytest-benchmark (and its peers) can group
+#: and slice by each: ``--benchmark-group-by=param:precision``, one CSV column each
+ROW_PARAMS = ("backend", "precision", "batch_size")
+#: fixtures that are a :class:`Case` built from those parameters, and the batch sizes each takes
+_CASE_FIXTURES = ("case", "startup_case", "e2e_case")
+
+
+def _case_batch_sizes(fixture: str, options: SuiteOptions) -> list[int]:
+    if fixture == "startup_case":  # cold start: batch 1
+        return [1]
+    if fixture == "e2e_case":  # the report's scenario: files to labels at small batches
+        return [n for n in options.batch_sizes if n <= E2E_MAX_BATCH] or [1]
+    return list(options.batch_sizes)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``case``: backend x precision x batch size; ``parity_case``: backend x precision on the
-    fixture images; ``startup_case``: backend x precision at batch 1."""
+    """``case``, ``startup_case``, ``e2e_case``: backend x precision x batch size, as three separate
+    parameters (:data:`ROW_PARAMS`, ids like ``eager-fp16-b1``); ``parity_case``: backend x precision
+    on the fixture images."""
     options = _options(metafunc.config)
-    if "case" in metafunc.fixturenames:
-        cases = [Case(b, p, n) for b in options.backends for p in options.precisions for n in options.batch_sizes]
-        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+    fixture = next((name for name in _CASE_FIXTURES if name in metafunc.fixturenames), None)
+    if fixture is not None:
+        cases = [Case(b, p, n) for b in options.backends for p in options.precisions
+                 for n in _case_batch_sizes(fixture, options)]
+        metafunc.parametrize(ROW_PARAMS, cases, ids=[c.id for c in cases])
     if "parity_case" in metafunc.fixturenames:
         cases = [Case(b, p, PARITY_BATCH) for b in options.backends for p in options.precisions]
         metafunc.parametrize("parity_case", cases, ids=[c.id for c in cases])
-    if "startup_case" in metafunc.fixturenames:  # cold start: batch 1
-        cases = [Case(b, p, 1) for b in options.backends for p in options.precisions]
-        metafunc.parametrize("startup_case", cases, ids=[c.id for c in cases])
-    if "e2e_case" in metafunc.fixturenames:  # the report's scenario: files to labels at small batches
-        sizes = [n for n in options.batch_sizes if n <= E2E_MAX_BATCH] or [1]
-        cases = [Case(b, p, n) for b in options.backends for p in options.precisions for n in sizes]
-        metafunc.parametrize("e2e_case", cases, ids=[c.id for c in cases])
+
+
+def _unparametrized(name: str) -> Any:
+    raise pytest.UsageError(f"the {name!r} fixture is a parameter: ask for case, startup_case or e2e_case")
+
+
+@pytest.fixture
+def backend() -> str:
+    """Overridden by the parametrization above (a test asking for ``case`` gets it)."""
+    return _unparametrized("backend")
+
+
+@pytest.fixture
+def precision() -> str:
+    return _unparametrized("precision")
+
+
+@pytest.fixture
+def batch_size() -> int:
+    return _unparametrized("batch_size")
+
+
+@pytest.fixture
+def case(backend: str, precision: str, batch_size: int) -> Case:
+    """The row's backend, precision and batch size as one :class:`Case`."""
+    return Case(backend, precision, batch_size)
+
+
+@pytest.fixture
+def startup_case(backend: str, precision: str, batch_size: int) -> Case:
+    """Batch 1 (cold start, compile time)."""
+    return Case(backend, precision, batch_size)
+
+
+@pytest.fixture
+def e2e_case(backend: str, precision: str, batch_size: int) -> Case:
+    """Batch sizes up to :data:`E2E_MAX_BATCH`."""
+    return Case(backend, precision, batch_size)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Give every benchmark row all of :data:`ROW_PARAMS`: pytest-benchmark's ``--benchmark-group-by=param:X``
+    fails on a row without ``X``. A benchmark that is not per backend/precision/batch declares its values with
+    ``@pytest.mark.row_params(...)``; what it leaves out is null (does not apply)."""
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    if fixture is None or not hasattr(fixture, "params"):
+        return
+    marker = item.get_closest_marker("row_params")
+    declared = dict(marker.kwargs) if marker else {}
+    fixture.params = {**dict.fromkeys(ROW_PARAMS), **declared, **(fixture.params or {})}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -343,6 +431,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if opt_in:
             config.hook.pytest_deselected(items=opt_in)
             items[:] = [item for item in items if item not in set(opt_in)]
+    options = _options(config)
+    for item in items:  # the benchmark tiers' defaults; parity and the unit tests run every precision
+        precision = getattr(getattr(item, "callspec", None), "params", {}).get("precision")
+        if precision in options.default_skips and _is_benchmark(item):
+            item.add_marker(pytest.mark.skip(reason=options.default_skips[precision]))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason=f"needs a CUDA GPU; torch {torch.__version__} sees none on this machine")
@@ -351,41 +444,120 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """The plan, before anything runs: how many benchmarks, which will skip and why, how long timing takes."""
-    from perfsuite.backends.base import RunSpec
+def _is_benchmark(item: pytest.Item) -> bool:
+    """One of the suite's benchmark tiers (benchmarks/), not a unit test."""
+    return "benchmark" in getattr(item, "fixturenames", ()) and "benchmarks" in Path(item.path).parts
 
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The plan, before anything runs: how many benchmarks, which will skip and why, and how long the run
+    takes, estimated from a model load and an eager forward per batch size timed here, now
+    (``perfsuite.plan``); then a progress line per benchmark as it finishes."""
     config = session.config
-    benchmarks = [item for item in session.items if "benchmark" in getattr(item, "fixturenames", ())
-                  and "benchmarks" in Path(item.path).parts]  # the suite's tiers, not the unit tests
+    benchmarks = [item for item in session.items if _is_benchmark(item)]
     if not benchmarks or config.option.collectonly:
         return
     options = _options(config)
     skips: dict[str, int] = {}
     kinds: dict[str, int] = {}
+    planned: list[tuple[pytest.Item, str, Case | None]] = []
     for item in benchmarks:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        case = next((v for k, v in params.items() if isinstance(v, Case)), None)
-        reason = None
-        if case is not None:
+        case = Case(*(params[name] for name in ROW_PARAMS)) if all(n in params for n in ROW_PARAMS) else None
+        skip_marker = item.get_closest_marker("skip")
+        reason = skip_marker.kwargs.get("reason", "skip marker") if skip_marker else None
+        if case is not None and reason is None:
             batch = 2 if case.batch_size == PARITY_BATCH else case.batch_size
-            reason = get_runner_class(case.backend).unavailable_reason(RunSpec(case.precision, batch, options.device))
+            spec = RunSpec(case.precision, batch, options.device)
+            runner_class = get_runner_class(case.backend)
+            reason = runner_class.unavailable_reason(spec) or runner_class.expected_skip(spec)
         if reason:
             skips[reason] = skips.get(reason, 0) + 1
         else:
             kind = item.originalname.removeprefix("test_") if hasattr(item, "originalname") else item.name
             kinds[kind] = kinds.get(kind, 0) + 1
-    max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
-    runs = sum(kinds.values())
-    lines = [f"perfsuite plan: {runs} benchmark(s) to run ({', '.join(f'{k} {n}' for k, n in kinds.items())}), "
-             f"{sum(skips.values())} to skip (known before trying: a real attempt may skip more); timed rounds "
-             f"alone take about {runs * max_time:.0f} s "
-             f"({max_time:g} s each, --benchmark-max-time), plus model loads, conversions and warm-up"]
+            planned.append((item, kind, case))
+    lines = [f"perfsuite plan: {len(planned)} benchmark(s) to run ({', '.join(f'{k} {n}' for k, n in kinds.items())}"
+             f"), {sum(skips.values())} to skip (known before trying: a real attempt may skip more)"]
     lines += [f"perfsuite plan: skip {count}: {reason}" for reason, count in skips.items()]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    progress = _plan_estimate(config, options, planned, reporter, lines) if planned else None
+    if progress is not None:
+        config.pluginmanager.register(progress, "perfsuite-progress")
     if reporter is not None:
         for line in lines:
             reporter.write_line(line)
+
+
+def _plan_estimate(config: pytest.Config, options: SuiteOptions, planned: list[tuple[pytest.Item, str, Case | None]],
+                   reporter: Any, lines: list[str]) -> ProgressHooks | None:
+    """Load the session's model (timed; the ``loaded_model`` fixture reuses it), time an eager forward per
+    batch size, and estimate each planned row; None where the model cannot be loaded (its fixture says why)."""
+    from perfsuite.config import cache_root
+    from perfsuite.errors import PerfsuiteError
+
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load_model(options.model, options.weights)
+    except PerfsuiteError:
+        return None
+    load_s = time.perf_counter() - started
+    config._perfsuite_preloaded = (model, list(caught))
+    sizes = sorted({c.batch_size for _, _, c in planned if c is not None and c.batch_size != PARITY_BATCH} or {1})
+    module = model.module if options.device == "cpu" else copy.deepcopy(model.module)
+    precisions = [c.precision for _, _, c in planned if c is not None and c.backend == "eager"]
+    warm = plan.warm_up_timings(module, sizes, options.device, load_s, lambda fn: time_once(fn, options.device)[0],
+                                precisions)
+    del module
+    if environment.is_cuda(options.device):  # the copy's memory goes back before any row measures its own
+        torch.cuda.empty_cache()
+    max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
+    min_rounds = int(config.getoption("benchmark_min_rounds", 5) or 5)
+    cached = plan.export_cached(cache_root(options.config))
+    built: set[tuple[str, str]] = set()
+    rows = []
+    for item, kind, case in planned:
+        backend = case.backend if case else None
+        first = case is not None and (case.backend, case.precision) not in built
+        if case is not None:
+            built.add((case.backend, case.precision))
+        batch = case.batch_size if case and case.batch_size != PARITY_BATCH else None
+        seconds = plan.row_seconds(kind, backend, batch, warm, warmup_rounds=options.config.warmup_rounds,
+                                   max_time=max_time, min_rounds=min_rounds, first_build=first,
+                                   export_cached=cached, precision=case.precision if case else None)
+        rows.append(plan.RowPlan(item.nodeid, f"{kind} {case.id}" if case else kind, seconds))
+    progress = ProgressHooks(plan.ProgressLog(rows, reporter))
+    forwards = ", ".join([f"fp32 b{n} {plan.format_median(s).removeprefix('median ')}"
+                          for n, s in warm.forward_s.items()]
+                         + [f"{p} {f:.2g}x fp32" for p, f in warm.precision_factor.items()])
+    lines.append(f"perfsuite plan: about {plan.format_seconds(progress.log.total_estimate_s)} in all, from what "
+                 f"was timed here just now (model load {load_s:.2f} s; one eager forward: {forwards})")
+    return progress
+
+
+class ProgressHooks:
+    """pytest's side of :class:`perfsuite.plan.ProgressLog`: each benchmark's median and outcome."""
+
+    def __init__(self, log: plan.ProgressLog) -> None:
+        self.log = log
+        self.outcomes: dict[str, str] = {}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        try:
+            return (yield)
+        finally:
+            self.log.record_median(item.nodeid, plan.median_of((getattr(item, "funcargs", None) or {})
+                                                               .get("benchmark")))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            if report.skipped or report.failed or report.when == "call":
+                self.outcomes.setdefault(report.nodeid, report.outcome)
+            return
+        self.log.write(report.nodeid, self.outcomes.pop(report.nodeid, report.outcome))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -393,7 +565,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     tf32 = environment.tf32_settings()
     return [
         f"perfsuite: model={options.model} weights={options.weights} device={options.device} "
-        f"backends={','.join(options.backends)} precisions={','.join(options.precisions)} "
+        f"backends={','.join(options.backends)} precisions={','.join(options.precisions)}"
+        f"{' (skipped by default here: ' + ','.join(options.default_skips) + ')' if options.default_skips else ''} "
         f"batch_sizes={','.join(map(str, options.batch_sizes))}",
         f"perfsuite: torch {torch.__version__}, TF32 conv={tf32['cudnn_conv']} matmul={tf32['cuda_matmul']}",
         "perfsuite: opt-in tiers (deselected unless -m names them): " + "; ".join(OPT_IN_MARKERS.values()),
@@ -470,6 +643,12 @@ def loaded_model(request: pytest.FixtureRequest, suite_options: SuiteOptions) ->
     checked = getattr(request.config, "_perfsuite_checked_model", None)  # a weights file, loaded at configure
     if checked is not None:
         return checked
+    preloaded = getattr(request.config, "_perfsuite_preloaded", None)
+    if preloaded is not None:  # loaded (and timed) by the plan; its warnings are the first test's
+        model, caught = preloaded
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return model
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         return load_model(suite_options.model, suite_options.weights)

@@ -4,7 +4,10 @@ One row per benchmark and machine: runs of the same hardware are merged (median 
 run's median; latency samples pooled), runs of different hardware stay apart, so a folder of
 results from several GPU runners gives one cross-GPU report.
 
-Charts (each only when the runs have what it needs):
+Charts (each only when the runs have what it needs). Every chart's subtitle names the machine, the weights
+and the runs' dates (:func:`chart_context`), so that one pasted alone still says what it shows; values are
+written on bars and points, and an axis turns logarithmic where its values span more than :data:`LOG_SPAN`.
+With a single batch size, throughput and memory are bars per series rather than lines over one x value.
 
 ``comparison.png``            per backend x precision: conversion (build) time, load time, and
                               inference latency at the smallest batch size
@@ -13,7 +16,8 @@ Charts (each only when the runs have what it needs):
                               ``--benchmark-save-data``), else of the quartiles, min and max that
                               pytest-benchmark saves in every run's stats (``--benchmark-autosave``)
 ``throughput.png``            images/s against batch size
-``speedup.png``               speedup over eager at the same precision, batch size and machine
+``speedup.png``               speedup over eager at the same precision, batch size and machine (each bar
+                              says both medians)
 ``memory.png``                peak GPU memory and host RSS growth per backend x precision (each series
                               with its own marker and line style, nudged sideways, so equal values
                               stay visible)
@@ -83,6 +87,13 @@ class Row:
         return self.batch_size / self.median_s if self.batch_size and self.median_s > 0 else None
 
     @property
+    def artifact_cached(self) -> bool:
+        """Whether the runs found the converted model (export, engine) in the cache: their conversion time is
+        then the one measured when the artifact was made."""
+        infos = [i for i in self.extra.get("backend_info", []) if isinstance(i, dict)]
+        return bool(infos) and all(i.get("artifact_cache") == "hit" for i in infos)
+
+    @property
     def parity(self) -> dict[str, Any] | None:
         reports = [p for p in self.extra.get("parity", []) if p]
         failed = [p for p in reports if not p.get("passed", True)]
@@ -115,7 +126,9 @@ class Machine:
 
 
 MERGED_FIELDS = ("build_s", "load_s", "cold_start_s", "peak_gpu_memory_bytes", "host_rss_delta_bytes",
-                 "host_peak_rss_bytes", "parity", "stability", "gpu_telemetry", "host_telemetry")
+                 "host_peak_rss_bytes", "parity", "stability", "gpu_telemetry", "host_telemetry", "backend_info")
+#: a chart switches to a log axis when its values span more than this ratio
+LOG_SPAN = 20.0
 BOX_STATS = ("min", "q1", "q3", "max")
 
 
@@ -308,71 +321,132 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def chart_context(runs: Sequence[SavedRun]) -> str:
+    """What every chart's subtitle says: the machine, the weights and when the runs were made, so that a chart
+    pasted alone into an issue or a CI summary still says what it shows."""
+    machines = list(dict.fromkeys(run.fingerprint.label for run in runs))
+    weights = list(dict.fromkeys(
+        f"{info.get('weights')} {str(info.get('weights_fingerprint') or '')[:12]}".strip()
+        for run in runs for record in run.benchmarks.values()
+        if (info := record.extra_info).get("weights")))
+    dates = sorted({str(run.datetime)[:10] for run in runs if run.datetime})
+    when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "date not recorded"
+    return " · ".join([machines[0] if len(machines) == 1 else f"{len(machines)} machines",
+                       f"weights {', '.join(weights) or 'not recorded'}",
+                       f"{len(runs)} run{'s' if len(runs) != 1 else ''}, {when}"])
+
+
+def _title(figure, title: str, context: str) -> None:
+    figure.suptitle(f"{title}\n{context}", fontsize=10)
+
+
+def _spans_decades(values: Sequence[float | None]) -> bool:
+    positive = [v for v in values if v and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) > LOG_SPAN
+
+
 def _label(row: Row, several_machines: bool) -> str:
     return f"{row.series} · {row.machine}" if several_machines else row.series
 
 
-def _comparison_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+def _barh(ax, labels: Sequence[str], values: Sequence[float | None], texts: Sequence[str], unit: str) -> None:
+    """Horizontal bars with their values written at the end; a log axis where the values span decades."""
+    shown = [v if v else float("nan") for v in values]
+    ax.barh(range(len(labels)), shown, color="C0")
+    ax.set_yticks(range(len(labels)), labels)
+    if _spans_decades(values):
+        ax.set_xscale("log")
+        _plain_log_axis(ax.xaxis)
+        unit += ", log scale"
+        ax.set_xlim(right=max(v for v in values if v) * 12)
+    else:
+        ax.margins(x=0.35)  # room for the value labels; linear, so bar lengths compare honestly
+    ax.set_xlabel(unit)
+    for index, (value, text) in enumerate(zip(values, texts)):
+        if value:
+            ax.annotate(text, (value, index), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+
+
+def _comparison_chart(rows: list[Row], path: Path, several: bool, context: str) -> Path | None:
     latency = [r for r in rows if r.kind == "latency"]
     if not latency:
         return None
     smallest = min(r.batch_size for r in latency)
     chosen = [r for r in latency if r.batch_size == smallest]
     labels = [_label(r, several) for r in chosen]
-    panels = [("conversion (build)", [r.value("build_s") for r in chosen]),
-              ("load", [r.value("load_s") for r in chosen]),
-              (f"inference, batch {smallest} (median)", [r.median_s for r in chosen])]
-    figure = _figure(12, 0.45 * len(chosen) + 2)
+    builds = [r.value("build_s") for r in chosen]
+    build_texts = [format_seconds(v) + (" (cached: timed when made)" if r.artifact_cached else "")
+                   for r, v in zip(chosen, builds)]
+    panels = [("conversion (export, engine build)", builds, build_texts),
+              ("load", [r.value("load_s") for r in chosen], None),
+              (f"inference, batch {smallest} (median)", [r.median_s for r in chosen], None)]
+    figure = _figure(13, 0.45 * len(chosen) + 2.4)
     axes = figure.subplots(1, 3, sharey=True)
-    for ax, (title, values) in zip(axes, panels):
-        ax.barh(range(len(chosen)), [v * 1e3 if v else float("nan") for v in values], color="C0")
-        ax.set_title(title)
-        ax.set_xlabel("ms")
-        ax.margins(x=0.25)  # room for the value labels; linear, so bar lengths compare honestly
-        for index, value in enumerate(values):
-            if value:
-                ax.annotate(format_seconds(value), (value * 1e3, index), xytext=(3, 0),
-                            textcoords="offset points", va="center", fontsize=7)
-    axes[0].set_yticks(range(len(chosen)), labels)
+    for ax, (title, values, texts) in zip(axes, panels):
+        _barh(ax, labels, [v * 1e3 if v else None for v in values],
+              texts or [format_seconds(v) if v else "" for v in values], "ms")
+        ax.set_title(title, fontsize=9)
     axes[0].invert_yaxis()
-    figure.suptitle("Conversion, load and inference time per backend")
+    if any(r.artifact_cached for r in chosen):
+        figure.supxlabel("A cache hit's conversion is the time measured when the artifact was made, not in this "
+                         "run.", fontsize=7)
+    _title(figure, "Conversion, load and inference time per backend", context)
     return _save(figure, path)
 
 
-def _distribution_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+def _distribution_chart(rows: list[Row], path: Path, several: bool, context: str) -> Path | None:
     latency = [r for r in rows if r.kind == "latency"]
     if not latency:
         return None
     batches = sorted({r.batch_size for r in latency})
-    figure = _figure(max(6, 0.6 * max(sum(r.batch_size == b for r in latency) for b in batches) + 3),
-                     3 * len(batches))
+    most = max(sum(r.batch_size == b for r in latency) for b in batches)
+    figure = _figure(max(10, 1.1 * most + 4), 4.5 * len(batches) + 0.8)
     axes = figure.subplots(len(batches), 1, squeeze=False)[:, 0]
     for ax, batch in zip(axes, batches):
         chosen = [r for r in latency if r.batch_size == batch]
         boxes = [_box(r, several) for r in chosen]
         ax.bxp(boxes, showfliers=False)
-        ax.set_ylabel("ms per batch")
-        ax.set_title(f"batch {batch} (box: quartiles, whiskers: min/max of the timed rounds)")
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    figure.suptitle("Latency distribution per backend")
+        values = [b[k] for b in boxes for k in ("whislo", "whishi")]
+        scale = ""
+        if _spans_decades(values):
+            ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
+            scale = ", log scale"
+        ax.set_ylabel(f"ms per batch{scale}")
+        ax.set_title(f"batch {batch}: box = quartiles, whiskers = min and max; {_box_source(chosen)}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=15, labelsize=8)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        for index, box in enumerate(boxes, start=1):
+            ax.annotate(f"median {format_seconds(box['med'] / 1e3)}", (index + 0.3, box["med"]), va="center",
+                        fontsize=7)
+    _title(figure, "Latency distribution per backend (timed rounds)", context)
     return _save(figure, path)
+
+
+def _box_source(rows: Sequence[Row]) -> str:
+    """Where the boxes come from, said once per panel rather than under every box."""
+    runs = max(r.runs for r in rows)
+    over = f" of {runs} runs" if runs > 1 else ""
+    if all(r.samples for r in rows):
+        return f"every timed round{over}"
+    if all(r.samples or r.box for r in rows):
+        return f"pytest-benchmark's saved stats{over}" if not any(r.samples for r in rows) else \
+            f"timed rounds or saved stats{over}"
+    return "median only where neither rounds nor stats were saved"
 
 
 def _box(row: Row, several: bool) -> dict[str, Any]:
     """matplotlib's bxp statistics of one row, in ms: from every round when saved, else from the runs'
-    own stats; the label says which, and a row with neither shows its median alone."""
+    own stats; a row with neither shows its median alone."""
     label, median = _label(row, several), row.median_s * 1e3
     if row.samples:
         values = [v * 1e3 for v in row.samples]
         low, q1, median, q3, high = (min(values), _quantile(values, 0.25), statistics.median(values),
                                      _quantile(values, 0.75), max(values))
-        label += f"\n{len(values)} rounds"
     elif row.box:
         low, q1, q3, high = (row.box[k] * 1e3 for k in BOX_STATS)
-        label += "\nfrom saved stats" + (f", {row.runs} runs" if row.runs > 1 else "")
     else:
         low = q1 = q3 = high = median
-        label += "\nmedian only"
     return {"med": median, "q1": q1, "q3": q3, "whislo": low, "whishi": high, "fliers": [], "label": label}
 
 
@@ -430,20 +504,49 @@ def _plot_series(ax, series: dict[str, list[Row]], value) -> None:
                 color=f"C{index % 10}", markerfacecolor="none", markersize=7, linewidth=1.4, label=label)
 
 
-def _throughput_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+def _by_batch_bars(rows: list[Row], path: Path, several: bool, context: str, title: str,
+                   value, text, unit: str) -> Path:
+    """A single batch size: one bar per series (lines across one x value would say nothing)."""
+    batch = rows[0].batch_size
+    labels = [_label(r, several) for r in rows]
+    values = [value(r) for r in rows]
+    figure = _figure(9, 0.45 * len(rows) + 2.2)
+    ax = figure.subplots()
+    _barh(ax, labels, values, [text(v) for v in values], unit)
+    ax.invert_yaxis()
+    ax.set_title(f"batch {batch}", fontsize=9)
+    _title(figure, title, context)
+    return _save(figure, path)
+
+
+def _annotate_points(ax, series: dict[str, list[Row]], value, text) -> None:
+    for points in series.values():
+        for r in points:
+            v = value(r)
+            if v:
+                ax.annotate(text(v), (r.batch_size, v), xytext=(4, 4), textcoords="offset points", fontsize=6)
+
+
+def _throughput_chart(rows: list[Row], path: Path, several: bool, context: str) -> Path | None:
     latency = [r for r in rows if r.kind == "latency" and r.images_per_s]
     if not latency:
         return None
-    figure = _figure(8, 5)
+    title = "Throughput: images / s (batch size / median latency)"
+    if len({r.batch_size for r in latency}) == 1:
+        return _by_batch_bars(latency, path, several, context, title, lambda r: r.images_per_s,
+                              lambda v: f"{v:,.3g}", "images / s")
+    figure = _figure(9, 5.5)
     ax = figure.subplots()
-    _plot_series(ax, _series(latency, several), lambda r: r.images_per_s)
+    series = _series(latency, several)
+    _plot_series(ax, series, lambda r: r.images_per_s)
+    _annotate_points(ax, series, lambda r: r.images_per_s, lambda v: f"{v:,.3g}")
     _batch_axis(ax, latency)
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)
-    ax.set_ylabel("images / s (batch / median latency)")
-    ax.set_title("Throughput against batch size")
+    ax.set_ylabel("images / s, log scale")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
+    _title(figure, title, context)
     return _save(figure, path)
 
 
@@ -458,45 +561,56 @@ def speedups(rows: Sequence[Row]) -> list[tuple[Row, float]]:
     return found
 
 
-def _speedup_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+def _speedup_chart(rows: list[Row], path: Path, several: bool, context: str) -> Path | None:
     found = speedups(rows)
     if not found:
         return None
-    batches = sorted({r.batch_size for r, _ in found})
-    labels = list(dict.fromkeys(_label(r, several) for r, _ in found))
-    figure = _figure(max(7, 1.2 * len(batches) * max(1, len(labels)) / 2), 5)
+    eager = {(r.machine_id, r.precision, r.batch_size): r for r in rows if r.kind == "latency" and r.backend == "eager"}
+    labels = [f"{_label(r, several)}, batch {r.batch_size}" for r, _ in found]
+    values = [s for _, s in found]
+    texts = [f"{s:.2f}x ({format_seconds(eager[(r.machine_id, r.precision, r.batch_size)].median_s)} eager -> "
+             f"{format_seconds(r.median_s)})" for r, s in found]
+    figure = _figure(10, 0.45 * len(found) + 2.4)
     ax = figure.subplots()
-    width = 0.8 / len(labels)
-    for index, label in enumerate(labels):
-        values = {r.batch_size: s for r, s in found if _label(r, several) == label}
-        ax.bar([b + (index - (len(labels) - 1) / 2) * width for b in range(len(batches))],
-               [values.get(b, 0) for b in batches], width, label=label)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-    ax.set_ylabel("speedup over eager (same precision)")
-    ax.set_title("Speedup over PyTorch eager")
-    ax.legend(fontsize=7)
+    _barh(ax, labels, values, texts, "speedup (eager median / backend median)")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_title("each bar against PyTorch eager at the same precision, batch size and machine "
+                 "(above 1: faster than eager)", fontsize=9)
+    _title(figure, "Speedup over PyTorch eager", context)
     return _save(figure, path)
 
 
-def _memory_chart(rows: list[Row], path: Path, several: bool) -> Path | None:
+def _memory_chart(rows: list[Row], path: Path, several: bool, context: str) -> Path | None:
     latency = [r for r in rows if r.kind == "latency"]
     gpu = [r for r in latency if r.value("peak_gpu_memory_bytes")]
     host = [r for r in latency if r.value("host_rss_delta_bytes") is not None]
     panels = [(title, chosen, field) for title, chosen, field in (
-        ("peak GPU memory (MiB)", gpu, "peak_gpu_memory_bytes"),
-        ("host RSS growth at load (MiB)", host, "host_rss_delta_bytes")) if chosen]
+        ("peak GPU memory", gpu, "peak_gpu_memory_bytes"),
+        ("host RSS growth at build and load", host, "host_rss_delta_bytes")) if chosen]
     if not panels:
         return None
-    figure = _figure(6 * len(panels), 5)
+    single = len({r.batch_size for _, chosen, _ in panels for r in chosen}) == 1
+    height = (0.45 * max(len(chosen) for _, chosen, _ in panels) + 2.4) if single else 5.5
+    figure = _figure(7 * len(panels), height)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, chosen, field) in zip(axes, panels):
-        _plot_series(ax, _series(chosen, several), lambda r, f=field: r.value(f) / 2**20)
+        value = lambda r, f=field: r.value(f) / 2**20  # noqa: E731
+        if single:
+            values = [value(r) for r in chosen]
+            _barh(ax, [_label(r, several) for r in chosen], values, [f"{v:,.0f} MiB" for v in values], "MiB")
+            ax.invert_yaxis()
+            ax.set_title(f"{title}, batch {chosen[0].batch_size}", fontsize=9)
+            continue
+        series = _series(chosen, several)
+        _plot_series(ax, series, value)
+        _annotate_points(ax, series, value, lambda v: f"{v:,.0f}")
         _batch_axis(ax, chosen)
-        ax.set_title(title)
+        ax.set_ylabel("MiB")
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(True, alpha=0.3)
-    figure.suptitle("Memory per backend")
+    _title(figure, "Memory per backend", context)
     return _save(figure, path)
 
 
@@ -506,11 +620,12 @@ def write_charts(runs: Sequence[SavedRun], output: str | Path) -> list[Path]:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     several = len({r.machine_id for r in rows}) > 1
+    context = chart_context(runs)
     makers = {"comparison": _comparison_chart, "latency_distribution": _distribution_chart,
               "throughput": _throughput_chart, "speedup": _speedup_chart, "memory": _memory_chart}
     written = []
     for name in CHARTS:
-        path = makers[name](rows, output / f"{name}.png", several)
+        path = makers[name](rows, output / f"{name}.png", several, context)
         if path is not None:
             written.append(path)
     return written

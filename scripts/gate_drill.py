@@ -290,7 +290,10 @@ def record(folder: Path, runs: int, pytest_args: list[str], slowdown: dict[str, 
             log = [entry for entry in log if entry["run"] != recorded.path.name]
             log.append({"run": recorded.path.name, "exit_code": recorded.exit_code,
                         "wall_s": round(time.perf_counter() - started, 2)})
-            print(f"gate drill: {recorded.path.name} in {log[-1]['wall_s']} s (exit {recorded.exit_code})", flush=True)
+            done, total = (index - start) * len(variants) + variants.index(variant) + 1, runs * len(variants)
+            spent = sum(entry["wall_s"] for entry in log[-done:])
+            print(f"gate drill: [{done}/{total}] {recorded.path.name} in {log[-1]['wall_s']} s (exit "
+                  f"{recorded.exit_code}); about {spent / done * (total - done):.0f} s left", flush=True)
             log_file.write_text(json.dumps({
                 "command": f"python scripts/gate_drill.py record DIR --runs N -- {' '.join(pytest_args)}",
                 "pytest_arguments": arguments, "slowdown": slowdown, "runs": log,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,8 +103,14 @@ def test_doctor_reports_each_backend_and_precision(build):
     if not build:
         assert all(row["runs"] is None for row in rows.values())
         text = perfsuite("doctor", "--device", "cpu", "--backends", "onnxruntime").stdout
-        assert re.search(r"onnxruntime +bf16 +not tried \(static checks pass; --build tries it\)", text), text
+        assert re.search(r"onnxruntime +fp32 +not tried \(static checks pass; --build tries it\)", text), text
+        # issue 17: ORT bf16 on a CPU always skips; the quick check says so, and why, instead of "not tried"
+        assert re.search(r"onnxruntime +bf16 +skips: .*no bf16 kernel for Conv", text), text
+        assert rows[("onnxruntime", "bf16")]["expected_skip"]
         assert " ok" not in text
+        # issue 17: no GPU is said in words; the torch build's cuDNN (meaningless without a GPU) is not shown
+        if not torch.cuda.is_available():
+            assert "GPU: none" in text and "cudnn:" not in text and "tf32" not in text
     if build:
         # ONNX Runtime's CPU provider has no bf16 Conv: the reason comes from the real attempt.
         assert rows[("onnxruntime", "bf16")]["runs"] is False
@@ -148,3 +155,28 @@ def test_output_into_a_closed_pipe_stops_quietly(args, status):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) == status
     assert stderr == ""
+
+
+def test_every_help_is_plain_text_with_examples_that_parse(capsys):
+    """issue 17: `perfsuite --help` said "The ``perfsuite`` command." and `report --help` showed "``:"; no
+    command had an example. Every parser now ends with examples, and each perfsuite example parses."""
+    import argparse
+    import shlex
+
+    from perfsuite.cli import build_parser
+
+    parser = build_parser()
+    parsers = {"perfsuite": parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.update({f"perfsuite {name}": child for name, child in action.choices.items()})
+    assert len(parsers) > 9
+    for name, each in parsers.items():
+        text = each.format_help()
+        assert "``" not in text, f"{name} --help: {text}"
+        assert "examples:" in text, f"{name} --help has no examples"
+        for line in text.split("examples:", 1)[1].splitlines():
+            words = shlex.split(line.split(" # ")[0].strip()) if line.strip().startswith("perfsuite ") else []
+            if words:
+                build_parser().parse_args(words[1:])  # SystemExit here: an example that does not parse
+    assert "The perfsuite command" not in parser.format_help()

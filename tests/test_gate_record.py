@@ -6,8 +6,11 @@ run to a few seconds) through ``perfsuite baseline record`` with the perfsuite p
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,9 +48,12 @@ def recorded(tmp_path_factory):
     (folder / "test_tiny.py").write_text(TESTS)
     (folder / "runs").mkdir()
     (folder / "runs" / ".run-05.json.partial").write_text('{"benchmarks": [')  # left by a killed recorder
-    code = main(["baseline", "record", "--runs", "2", "--output", str(folder / "runs"), "--",
-                 str(folder / "test_tiny.py"), "-p", "perfsuite.plugin", "-q", "-p", "no:cacheprovider",
-                 "--benchmark-min-rounds", "3", "--benchmark-max-time", "0.01"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the recorder's own lines (the children write to the fd)
+        code = main(["baseline", "record", "--runs", "2", "--output", str(folder / "runs"), "--",
+                     str(folder / "test_tiny.py"), "-p", "perfsuite.plugin", "-q", "-p", "no:cacheprovider",
+                     "--benchmark-min-rounds", "3", "--benchmark-max-time", "0.01"])
+    (folder / "recorder-output.txt").write_text(printed.getvalue())
     return folder, code
 
 
@@ -59,6 +65,15 @@ def test_runs_are_written_and_complete(recorded):
     for run in runs:
         assert any(key.endswith("::test_sums") for key in run.benchmarks)
         assert run.machine_info["perfsuite"]["device"] in ("cpu", "cuda")
+
+
+def test_the_recorder_says_run_k_of_n_as_it_goes(recorded):
+    """issue 17: a line when each run starts and when it ends, with the time so far and an estimate left."""
+    folder, _ = recorded
+    printed = (folder / "recorder-output.txt").read_text()
+    assert "perfsuite: run 1 of 2: " in printed and "perfsuite: run 2 of 2: " in printed
+    assert re.search(r"perfsuite: run 1 of 2 done \(exit 1\), run-01\.json; \d+ s so far; about \d+ s left", printed)
+    assert re.search(r"perfsuite: run 2 of 2 done \(exit 1\), run-02\.json; \d+ s so far$", printed, re.MULTILINE)
 
 
 def test_skips_and_failures_are_recorded_with_reasons(recorded):

@@ -148,3 +148,59 @@ def test_weights_choice_order(monkeypatch):
     monkeypatch.delenv("PERFSUITE_WEIGHTS")
     assert resolve_weights_choice(None, "auto", "pyproject.toml [tool.perfsuite] weights") == (
         "auto", "pyproject.toml [tool.perfsuite] weights")
+
+
+def _fake_torchvision(folder, init_text: str, version: str = "0.99.0"):
+    """A stand-in for a torchvision build that does not belong to the installed torch (a broken install
+    cannot be made here without a network): a package that fails the way such a build does, with metadata."""
+    package = folder / "torchvision"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(init_text)
+    info = folder / f"torchvision-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torchvision\nVersion: {version}\n")
+    return folder
+
+
+def test_a_torchvision_built_for_another_torch_is_refused_with_both_versions_and_the_fix(tmp_path):
+    """pytest: a usage error (exit 4, no INTERNALERROR); the CLI: exit 2, one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    fake = _fake_torchvision(tmp_path / "site", 'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(root)]), "PERFSUITE_WEIGHTS": "random"}
+    major_minor = torch.__version__.split("+")[0]
+    pytest_run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "benchmarks",
+                                 "--collect-only", "-q"], cwd=root, env=env, capture_output=True, text=True,
+                                timeout=300, check=False)
+    assert pytest_run.returncode == 4, pytest_run.stdout + pytest_run.stderr
+    message = pytest_run.stderr
+    assert "INTERNALERROR" not in message and "Traceback" not in message
+    assert "torchvision 0.99.0" in message and f"torch {torch.__version__}" in message
+    assert "operator torchvision::nms does not exist" in message
+    expected_pair = f"torchvision==0.{int(major_minor.split('.')[1]) + 15}.*"
+    assert f"pip install torch=={major_minor} {expected_pair}" in message
+    cli_run = subprocess.run([sys.executable, "-m", "perfsuite", "predict", str(root / "fixtures" / "dog.jpg")],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert cli_run.returncode == 2 and "Traceback" not in cli_run.stderr, cli_run.stderr
+    assert "torchvision 0.99.0 does not work with torch" in cli_run.stderr
+
+
+def test_a_torchvision_without_the_model_is_a_broken_environment(monkeypatch):
+    from perfsuite import models
+    from perfsuite.errors import BrokenEnvironment
+
+    monkeypatch.setattr(models, "available_models", lambda: ["resnet18"])
+    with pytest.raises(BrokenEnvironment, match=r"torchvision \S+ \(with torch .*\) has no such model.*pip install"):
+        models.check_model_name("alexnet")
+    with pytest.raises(InputError, match="not a classification model of torchvision"):
+        models.check_model_name("resnet1000")
+
+
+def test_matching_torchvision_pairs():
+    from perfsuite.models import matching_torchvision
+
+    assert matching_torchvision("2.14.1+cpu") == "0.29" and matching_torchvision("2.9.0") == "0.24"

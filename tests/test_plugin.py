@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,26 +67,61 @@ def test_slow_tests_are_opt_in():
     assert not any("[compile" in n for n in default_names)
 
 
-def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(tmp_path):
+def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_path):
+    """Rows carry backend, precision and batch_size as separate params (every row, model load too), so that
+    pytest-benchmark's own compare groups by any of them and its CSV has a column each."""
     output = tmp_path / "run.json"
-    result = _pytest("benchmarks/test_latency.py", "--device", "cpu", "--backends", "eager,onnxruntime",
-                     "--precisions", "fp32,bf16", "--batch-sizes", "1", "--benchmark-max-time", "0.01",
-                     "--benchmark-min-rounds", "2", "--benchmark-json", str(output),
-                     "--benchmark-group-by", "param:case")
+    result = _pytest("benchmarks/test_latency.py", "benchmarks/test_startup.py::test_model_load", "--device", "cpu",
+                     "--backends", "eager,onnxruntime", "--precisions", "fp32,bf16", "--batch-sizes", "1",
+                     "--benchmark-max-time", "0.01", "--benchmark-min-rounds", "2", "--benchmark-json", str(output),
+                     "--benchmark-group-by", "param:backend,param:precision", "-k", "not eager-bf16")
     text = result.stdout + result.stderr
     assert result.returncode == 0, text
-    assert "perfsuite plan: 4 benchmark(s) to run" in text or "perfsuite plan: 3 benchmark(s) to run" in text
+    assert "perfsuite plan: 3 benchmark(s) to run (latency 2, model_load 1), 1 to skip" in text
     assert "SKIPPED" in text and "bf16" in text  # ORT's bf16 skip reason, without -rs
     assert "UNSERIALIZABLE" not in text
+    assert "benchmark 'backend=eager precision=fp32'" in text
+    # issue 17: a measured estimate, then one progress line per benchmark as it finishes
+    assert re.search(r"perfsuite plan: about \d+ s in all, from what was timed here just now \(model load", text)
+    progress = re.findall(r"^perfsuite: \[(\d)/(\d)\] (\S+ ?\S*): (median [\d.]+ m?s|skipped); \d+ s so far, "
+                          r"about \d+ s left$", result.stdout, re.MULTILINE)
+    assert len(progress) == int(progress[0][1]) == 3, result.stdout
     data = json.loads(output.read_text())
-    params = [row["params"]["case"] for row in data["benchmarks"]]
-    assert ["eager", "fp32", 1] in params
-    row = next(r for r in data["benchmarks"] if r["params"]["case"] == ["eager", "fp32", 1])
+    params = {row["name"]: row["params"] for row in data["benchmarks"]}
+    assert params["test_latency[eager-fp32-b1]"] == {"backend": "eager", "precision": "fp32", "batch_size": 1}
+    assert params["test_model_load"] == {"backend": "eager", "precision": "fp32", "batch_size": None}
+    row = next(r for r in data["benchmarks"] if r["name"] == "test_latency[eager-fp32-b1]")
     assert row["extra_info"]["host_probe"]["blocks"] == row["stats"]["rounds"]
     assert data["perfsuite"]["host_probe"]["rows"] == len(data["benchmarks"])
+    # pytest-benchmark's compare on the saved run: grouped by a param, and a CSV column per param
+    histogram = [f"--histogram={tmp_path / 'hist'}"] if importlib.util.find_spec("pygal") else []  # extra report
+    compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(output),
+                              "--group-by=param:precision", f"--csv={tmp_path / 'rows'}", *histogram],
+                             capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert "benchmark 'precision=fp32'" in compare.stdout
+    header = next(tmp_path.glob("rows*.csv")).read_text().splitlines()[0].split(",")
+    assert {"param:backend", "param:precision", "param:batch_size"} <= set(header)
+    assert not histogram or list(tmp_path.glob("hist*precision=fp32*.svg"))
 
 
 def test_a_bad_cpu_affinity_is_a_usage_error():
     result = _pytest("benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu")
     assert result.returncode == 4
     assert "--cpu-affinity 9999" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_non_native_cpu_precisions_are_left_out_by_default_and_run_when_asked():
+    """issue 17: the default CPU run spent minutes on emulated fp16/bf16; --precisions still runs them."""
+    from perfsuite.plugin import default_precision_skips
+
+    skipped = default_precision_skips(("fp32", "fp16", "bf16"), "cpu")
+    default = _pytest("benchmarks", "--collect-only", "--device", "cpu", "--batch-sizes", "1")
+    asked = _pytest("benchmarks", "--collect-only", "--device", "cpu", "--batch-sizes", "1",
+                    "--precisions", "fp32,bf16")
+    assert default.returncode == asked.returncode == 0, default.stderr + asked.stderr
+    assert "precisions=fp32,bf16 batch_sizes=1" in asked.stdout and "skipped by default" not in asked.stdout
+    if skipped:
+        assert f"(skipped by default here: {','.join(skipped)})" in default.stdout
+    else:
+        assert "skipped by default" not in default.stdout

@@ -113,16 +113,19 @@ def _edited_example(tmp_path, edit, name="edited.json"):
 def test_runs_saved_without_rounds_get_boxes_from_their_stats(tmp_path):
     """issue 9 #11: ``--benchmark-autosave`` keeps no rounds; the chart drew a median tick only, though
     the stats hold min, q1, q3 and max."""
-    from perfsuite.report import _box
+    from perfsuite.report import _box, _box_source
 
     run = _edited_example(tmp_path, lambda bench: bench["stats"].pop("data"))
-    for row in (r for r in collect_rows([run]) if r.kind == "latency"):
+    latency = [r for r in collect_rows([run]) if r.kind == "latency"]
+    # issue 17: where the boxes come from is said once per panel, not under every box
+    assert _box_source(latency) == "pytest-benchmark's saved stats"
+    for row in latency:
         stats = run.benchmarks[row.key].stats
         assert row.samples is None and row.box == {k: stats[k] for k in ("min", "q1", "q3", "max")}
         box = _box(row, False)
         assert (box["whislo"], box["q1"], box["med"], box["q3"], box["whishi"]) == pytest.approx(
             tuple(stats[k] * 1e3 for k in ("min", "q1", "median", "q3", "max")))
-        assert box["q1"] < box["q3"] and box["label"].endswith("from saved stats")
+        assert box["q1"] < box["q3"] and box["label"] == row.series
     assert "latency_distribution.png" in {p.name for p in write_report([run], tmp_path / "out")}
 
 
@@ -196,3 +199,50 @@ def test_variants_of_a_case_are_separate_series(tmp_path):
     rows = collect_rows([_edited_example(tmp_path, edit)])
     assert {r.series for r in rows if r.kind == "latency"} == {
         "eager fp32", "eager fp32 (cudnn-benchmark)", "onnxruntime fp32"}
+
+
+def test_every_chart_stands_alone(tmp_path, monkeypatch):
+    """issue 17: no chart named the machine, the weights or the date; speedups did not say what they are
+    against; one batch size was drawn as lines; the memory chart had no y label; a ~1 s row squashed the others
+    on a linear axis; cache hits' conversion did not say it was timed when the artifact was made."""
+    from perfsuite import report
+
+    figures = {}
+    real_save = report._save
+    monkeypatch.setattr(report, "_save", lambda figure, path: real_save(figures.setdefault(path.stem, figure), path))
+
+    def batch_one_and_a_slow_row(bench):
+        info = bench.get("extra_info") or {}
+        if info.get("backend") == "onnxruntime" and isinstance(info.get("backend_info"), dict):
+            info["backend_info"]["artifact_cache"] = "hit"  # an export found in the cache
+        if bench["name"] == "test_latency[eager-fp32-b1]":
+            bench["stats"] = {k: v * 100 if isinstance(v, float) else v for k, v in bench["stats"].items()}
+            bench["stats"]["data"] = [v * 100 for v in bench["stats"].get("data", [])]
+
+    run = _edited_example(tmp_path, batch_one_and_a_slow_row)
+    kept = [b for b in run.data["benchmarks"] if (b.get("extra_info") or {}).get("batch_size") in (1, None)]
+    path = tmp_path / "batch1.json"
+    path.write_text(json.dumps({**run.data, "benchmarks": kept}))
+    run = load_run(path)
+    report.write_charts([run], tmp_path / "out")
+    context = report.chart_context([run])
+    assert run.fingerprint.label in context and str(run.datetime)[:10] in context
+    assert "weights " in context and "not recorded" not in context
+    assert set(figures) >= {"comparison", "latency_distribution", "throughput", "speedup", "memory"}
+    for name, figure in figures.items():
+        assert context in figure.get_suptitle(), name
+    texts = {name: " ".join(t.get_text() for ax in figure.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label))
+             for name, figure in figures.items()}
+    assert "against PyTorch eager at the same precision, batch size and machine" in texts["speedup"]
+    assert "MiB" in texts["memory"]
+    # one batch size: bars with their values written, not lines
+    throughput = figures["throughput"].axes[0]
+    assert throughput.patches and not throughput.lines and "batch 1" in texts["throughput"]
+    assert any("images" not in t.get_text() and t.get_text() for t in throughput.texts)
+    # the 100x slower row: a log axis, and the box provenance said once in the panel title
+    distribution = figures["latency_distribution"].axes[0]
+    assert distribution.get_yscale() == "log" and "saved" not in " ".join(distribution.get_xticklabels()[0]
+                                                                             .get_text().split())
+    comparison_texts = " ".join(t.get_text() for ax in figures["comparison"].axes for t in ax.texts)
+    cached = [r for r in collect_rows([run]) if r.kind == "latency" and r.artifact_cached]
+    assert cached and "cached: timed when made" in comparison_texts

@@ -113,6 +113,13 @@ class Runner(abc.ABC):
         """Backend-specific device/dtype checks; override where needed."""
         return None
 
+    @classmethod
+    def expected_skip(cls, spec: RunSpec) -> str | None:
+        """Why a real attempt at ``spec`` is known to skip although the static checks pass (what only building
+        shows, e.g. a provider without a kernel for the dtype), or None. Said in the plan and by ``doctor``; the
+        suite still tries, so the skip's own reason comes from the library."""
+        return None
+
     # -- lifecycle ---------------------------------------------------------------------------
     def build(self) -> None:
         """Convert the model (timed). Idempotent."""

@@ -74,6 +74,13 @@ class OnnxRuntimeRunner(Runner):
                 return f"{cls.name}: {wanted} runs on a CUDA GPU (--device cuda)"
         return None
 
+    @classmethod
+    def expected_skip(cls, spec: RunSpec) -> str | None:
+        if spec.precision == "bf16" and not is_cuda(spec.device) and not cls.execution_provider:
+            return (f"{cls.name}: ONNX Runtime's CPU execution provider has no bf16 kernel for Conv, so a session "
+                    "for this model cannot be created")
+        return None
+
     def _providers(self) -> list[Any]:
         if not is_cuda(self.spec.device):
             return ["CPUExecutionProvider"]

@@ -9,6 +9,15 @@ from pathlib import Path
 
 from perfsuite.commands._gate import add_storage_option, baseline_dir
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite baseline record --runs 5            # run `pytest benchmarks` 5 times, store as this machine's baseline
+  perfsuite baseline record --runs 5 --output new-runs -- --backends eager
+  perfsuite baseline save .benchmarks/Linux-CPython-3.11-64bit/0001_*.json
+  perfsuite baseline fingerprint --json
+  perfsuite baseline list
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("baseline", help="record and store baselines per hardware fingerprint")

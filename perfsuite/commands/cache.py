@@ -10,6 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite cache list            # every ONNX export and engine, verified
+  perfsuite cache list --json
+  perfsuite cache clear
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("cache", help="list (and verify) or clear the engine cache")

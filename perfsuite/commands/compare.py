@@ -26,6 +26,12 @@ import json
 from perfsuite.commands._common import check_output_file, write_output
 from perfsuite.commands._gate import add_settings_options, add_storage_option, settings_from_args
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite compare .perfsuite-baselines/<fingerprint> 'new-runs/*.json'
+  perfsuite compare base1.json,base2.json,base3.json new1.json,new2.json,new3.json --json verdict.json
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("compare", help="gate: compare saved runs against a baseline",

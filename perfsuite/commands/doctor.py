@@ -16,7 +16,17 @@ import json
 from perfsuite.commands._common import add_model_options, load_model_reporting_warnings
 
 NOT_TRIED = "not tried (static checks pass; --build tries it)"
+#: machine facts that mean nothing without a GPU (the torch build's cuDNN, TF32, cudnn.benchmark)
+GPU_ONLY_FACTS = ("cudnn", "tf32", "cudnn_benchmark")
 
+
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite doctor                  # versions, GPU, and which backend x precision can run here
+  perfsuite doctor --build          # also build and load each one (slow)
+  perfsuite doctor --backends eager,onnxruntime --json
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("doctor", help="what this machine has and which backends can run")
@@ -30,9 +40,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from perfsuite.backends import RunSpec, backend_names, get_runner_class
     from perfsuite.config import PRECISIONS, split_names
-    from perfsuite.environment import machine_summary, resolve_device
+    from perfsuite.environment import cpu_flags, cpu_precision_problem, is_cuda, machine_summary, resolve_device
     from perfsuite.errors import BackendUnavailable
 
     device = resolve_device(args.device)
@@ -60,18 +72,30 @@ def run(args: argparse.Namespace) -> int:
             # "runs": True only after a real build and load; without --build, passing the static checks
             # says nothing about what only an attempt shows (None: not tried).
             runs = False if reason else (True if model is not None else None)
+            expected = runner_class.expected_skip(spec) if runs is None else None
             table.append({"backend": name, "precision": precision, "device": device, "runs": runs,
-                          "reason": reason, **facts})
+                          "reason": reason, "expected_skip": expected, **facts})
     if args.json:
         print(json.dumps({"machine": summary, "backends": table}, indent=2, default=str))
         return 0
     print("machine")
+    if not is_cuda(device):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        print("  GPU: none" + (f" in use (--device {device}; {gpus} visible)" if gpus else
+                                f" (torch {torch.__version__} sees no CUDA GPU)"))
     for key, value in summary.items():
-        print(f"  {key}: {value}")
+        if key in GPU_ONLY_FACTS and not is_cuda(device):
+            continue
+        built_for = " (what this torch build targets)" if key == "cuda" and value and not is_cuda(device) else ""
+        print(f"  {key}: {value}{built_for}")
     print(f"\nbackends on {device}" + (" (built and loaded)" if args.build else
                                        " (installed packages and devices only; --build to build and load each)"))
     for row in table:
         state = {True: "ok (built and loaded)", None: NOT_TRIED}.get(row["runs"], f"cannot run: {row['reason']}")
+        if row["expected_skip"]:
+            state = f"skips: {row['expected_skip']} (--build confirms)"
+        elif row["runs"] is not False and not is_cuda(device) and cpu_precision_problem(row["precision"], cpu_flags()):
+            state += f"; slow here: {row['precision']} is not native on this CPU, the default run leaves it out"
         print(f"  {row['backend']:<36} {row['precision']:<5} {state}")
         facts = {k: row[k] for k in ("engine_bytes", "conversion_s", "build_s", "load_s", "engine_device_memory_bytes")
                  if row.get(k) is not None}

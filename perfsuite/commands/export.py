@@ -24,6 +24,14 @@ def _batch_size(text: str) -> int | None:
     return int(text)
 
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite export alexnet.onnx                         # the fp32 dynamic-batch export ONNX Runtime runs
+  perfsuite export alexnet-fp16-b8.onnx --precision fp16 --batch-size 8
+  polygraphy run alexnet.onnx --onnxrt                  # then check it with another tool
+"""
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="write the ONNX file the suite measures (for polygraphy, trtexec)")
     parser.add_argument("output", metavar="OUTPUT", help="the .onnx file to write (its folder must exist)")

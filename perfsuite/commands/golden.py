@@ -28,6 +28,12 @@ from perfsuite.commands._common import (
 )
 from perfsuite.config import split_names
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite golden record --weights pretrained
+  perfsuite golden check --backends eager,onnxruntime --precisions fp32
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("golden", help="record or check the golden reference outputs")

@@ -20,6 +20,13 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite predict fixtures/dog.jpg
+  perfsuite predict fixtures/*.jpg --backend onnxruntime --precision fp32 --top 3
+"""
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="classify images and time each step (synchronized)")
     parser.add_argument("images", nargs="+", metavar="IMAGE")

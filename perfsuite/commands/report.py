@@ -13,6 +13,12 @@ from perfsuite.commands._gate import add_storage_option
 from perfsuite.errors import InputError
 from perfsuite.output import OutputError
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite report run1.json run2.json --output report/
+  perfsuite report '.benchmarks/*/*.json' --output report/ --summary "$GITHUB_STEP_SUMMARY"
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("report", help="PNG charts and a markdown summary of saved runs",

@@ -18,6 +18,12 @@ from perfsuite.commands._common import check_output_file, write_output
 from perfsuite.commands._gate import add_settings_options, add_storage_option, settings_from_args
 from perfsuite.config import split_names
 
+#: shown at the end of ``--help``
+EXAMPLES = """\
+examples:
+  perfsuite upgrade-report old-runs/ new-runs/ --output upgrade.md
+  perfsuite upgrade-report old-runs/ new-runs/ --golden-json golden-check.json
+"""
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("upgrade-report", help="markdown page for reviewing an upgrade: versions, "

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
         stale.unlink(missing_ok=True)
     arguments = pytest_arguments(extra)
     recorded = []
+    started = time.perf_counter()
     for index in range(first_index, first_index + count):
         number = index - first_index + 1
         final = output / f"{prefix}-{index:02d}.json"
@@ -86,6 +88,10 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
         finally:
             partial.unlink(missing_ok=True)
         recorded.append(RecordedRun(final, exit_code))
+        elapsed = time.perf_counter() - started
+        left = f"; about {elapsed / number * (count - number):.0f} s left" if number < count else ""
+        print(f"perfsuite: run {number} of {count} done (exit {exit_code}), {final.name}; {elapsed:.0f} s so far{left}",
+              flush=True)
     return recorded
 
 
