@@ -232,6 +232,9 @@ def _redirect_benchmark_json(config: pytest.Config) -> None:
     target = getattr(config.option, "benchmark_json", None)
     if target is None or os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    opened = target if hasattr(target, "write") else None  # pytest-benchmark < 5 (argparse.FileType): already open
+    if opened is not None:
+        target = opened.name
     check_output_path(target, f"--benchmark-json {target}")
     if is_write_through(Path(target)) or is_write_through(resolve_target(target)):
         return
@@ -240,7 +243,11 @@ def _redirect_benchmark_json(config: pytest.Config) -> None:
     handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     os.close(handle)
     config._perfsuite_benchmark_json = (Path(target), Path(temporary))
-    config.option.benchmark_json = Path(temporary)
+    if opened is not None:  # it holds an open handle: give it one on the temporary file instead
+        opened.close()
+        config.option.benchmark_json = open(temporary, "wb")  # noqa: SIM115 (pytest-benchmark writes and closes it)
+    else:
+        config.option.benchmark_json = Path(temporary)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

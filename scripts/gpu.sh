@@ -60,6 +60,15 @@ tests() {
     tail -3 "$OUT/tests-slow.log"
 }
 
+device_tests() {
+    # The GPU tests of timing and device time (issue 14), quickly, before a drill.
+    SECONDS=0
+    timeout -s INT "${DEVICE_TESTS_S:-200}" python3 -m pytest tests/test_device_time.py tests/test_timing.py \
+        -m "gpu or slow or not gpu" -p no:cacheprovider -q -rs --durations=10 > "$OUT/device-tests.log" 2>&1
+    echo "device tests: exit $? after $SECONDS s" | tee -a "$OUT/device-tests.log"
+    tail -12 "$OUT/device-tests.log"
+}
+
 default_tier() {
     # One default-tier run, timed (issue 14: <= 60 s on the GPU), with its JSON for docs/results.
     SECONDS=0
@@ -84,4 +93,6 @@ multigpu() {
     tail -4 "$OUT/multigpu.log"
 }
 
-"$1"
+python3 -c "import pytest_benchmark, importlib.metadata as m; print('pytest-benchmark', m.version('pytest-benchmark'))" \
+    >> "$OUT/env.txt" 2>&1
+for step in "$@"; do "$step"; done
