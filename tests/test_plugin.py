@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from child_process import child_env, read_child_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pytest(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PERFSUITE_WEIGHTS": "random",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *arguments], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+                          capture_output=True, text=True, env=child_env(PERFSUITE_WEIGHTS="random"), timeout=600,
+                          check=False)
 
 
 def _collected(output: str) -> tuple[int, int]:
@@ -65,7 +63,10 @@ def test_slow_tests_are_opt_in():
     assert not any("[compile" in n for n in default_names)
 
 
-def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(tmp_path):
+def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(tmp_path, monkeypatch):
+    # As in an xdist worker (pytest tests -n 8 on the GPU machine): the child must not inherit the worker's
+    # variables, or pytest-benchmark disables itself there and writes no JSON (an empty file, 5.2).
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
     output = tmp_path / "run.json"
     result = _pytest("benchmarks/test_latency.py", "--device", "cpu", "--backends", "eager,onnxruntime",
                      "--precisions", "fp32,bf16", "--batch-sizes", "1", "--benchmark-max-time", "0.01",
@@ -76,7 +77,7 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(t
     assert "perfsuite plan: 4 benchmark(s) to run" in text or "perfsuite plan: 3 benchmark(s) to run" in text
     assert "SKIPPED" in text and "bf16" in text  # ORT's bf16 skip reason, without -rs
     assert "UNSERIALIZABLE" not in text
-    data = json.loads(output.read_text())
+    data = read_child_json(output, result)
     params = [row["params"]["case"] for row in data["benchmarks"]]
     assert ["eager", "fp32", 1] in params
     row = next(r for r in data["benchmarks"] if r["params"]["case"] == ["eager", "fp32", 1])
