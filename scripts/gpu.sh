@@ -3,7 +3,8 @@
 # Wheels the image lacks (jsonschema and its dependencies, polygraphy) travel in .whl/.
 #   RUNS=7 bash scripts/gpu.sh drill                      # the gate drill (scripts/gate_drill.py) into
 #   START=8 RUNS=3 FINISH=1 bash scripts/gpu.sh drill     # $DRILL_DIR (/tmp/drill), added to on a warm machine
-#   bash scripts/gpu.sh tests                             # the README's test command, timed
+#   bash scripts/gpu.sh tests                             # the README's test command, then the slow tier,
+#                                                         # each timed (readme_tests, slow_tests: one each)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -26,12 +27,31 @@ drill() {
     if [ -n "${FINISH:-}" ]; then tar czf "$OUT/drill.tgz" -C "$(dirname "$folder")" "$(basename "$folder")"; fi
 }
 
-tests() {
+# timed LOG LIMIT_S COMMAND...: the command, when it started, its output, exit status and wall time in $OUT/LOG
+timed() {
+    local log="$OUT/$1" limit="$2" status
+    shift 2
+    { echo "command: $*"; echo "started: $(date -u '+%F %T UTC')"; } > "$log"
     SECONDS=0
-    timeout -s INT "${TESTS_S:-330}" python3 -m pytest tests -q -p no:cacheprovider --durations=25 \
-        --junitxml="$OUT/tests.xml" --benchmark-json="$OUT/tests-benchmarks.json" > "$OUT/tests.log" 2>&1
-    echo "pytest exit $? after $SECONDS s" | tee -a "$OUT/tests.log"
-    tail -3 "$OUT/tests.log"
+    timeout -s INT "$limit" "$@" >> "$log" 2>&1
+    status=$?
+    echo "exit $status after $SECONDS s (limit $limit s): $*" | tee -a "$log"
+    grep -E "^(=+ )?[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s" "$log" | tail -2
+}
+
+readme_tests() {  # README: pytest tests (xdist workers, one per core: tests/conftest.py); must be <= 300 s
+    timed tests.log "${TESTS_S:-330}" python3 -m pytest tests -p no:cacheprovider --durations=30 \
+        --junitxml="$OUT/tests.xml"
+}
+
+slow_tests() {  # README: pytest tests -m slow (one process unless -n is given; 4 workers here)
+    timed slow.log "${SLOW_S:-240}" python3 -m pytest tests -m slow -n "${SLOW_WORKERS:-4}" -p no:cacheprovider \
+        --durations=30 --junitxml="$OUT/slow.xml"
+}
+
+tests() {
+    readme_tests
+    slow_tests
 }
 
 "$1"
