@@ -29,6 +29,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     option = config.option
     if option.numprocesses is not None or option.dist != "no" or option.collectonly or option.usepdb:
         return
+    if getattr(option, "help", False) or getattr(option, "version", False):
+        return
     if re.search(r"\bslow\b", option.markexpr or "") or not config.args:
         return
     if all(Path(config.invocation_params.dir, arg).is_dir() for arg in config.args):
