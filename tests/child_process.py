@@ -86,7 +86,7 @@ _CHILD = textwrap.dedent('''
     results = []
     for cwd, module, argv in json.loads(sys.argv[1]):
         os.chdir(cwd)
-        sys.argv = [module, *argv]
+        sys.argv, before = [module, *argv], set(sys.modules)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -101,9 +101,10 @@ _CHILD = textwrap.dedent('''
             except BaseException:
                 traceback.print_exc()
                 code = 1
-        # a test file of one folder must not be found in sys.modules by the next folder's run
-        for name, loaded in list(sys.modules.items()):
-            if str(getattr(loaded, "__file__", None) or "").startswith(cwd + os.sep):
+        # pytest imports test files by their base name (rootdir-relative "prepend" mode): another folder's
+        # test_one.py must not be found in sys.modules by the next run
+        for name in set(sys.modules) - before:
+            if name.startswith("test_") or name == "conftest":
                 del sys.modules[name]
         results.append({"cwd": cwd, "argv": argv, "returncode": code, "stdout": out.getvalue(),
                         "stderr": err.getvalue()})

@@ -20,14 +20,13 @@ def _start(*arguments: str) -> subprocess.Popen:
 
 def test_pytest_tests_runs_on_workers_and_a_named_file_or_the_slow_tier_in_one_process():
     """The README's ``pytest tests`` spreads over xdist workers (tests/conftest.py); a file named on the command
-    line, ``-m slow`` and ``-n 0`` stay in one process."""
+    line and ``-m slow`` stay in one process."""
     children = {name: _start(*arguments) for name, arguments in {
-        "folder": ["tests"], "file": ["tests/test_environment.py"], "slow": ["tests", "-m", "slow"],
-        "-n 0": ["tests/", "-n", "0"]}.items()}
+        "folder": ["tests"], "file": ["tests/test_environment.py"], "slow": ["tests", "-m", "slow"]}.items()}
     outputs = {name: child.communicate(timeout=600)[0] for name, child in children.items()}
     assert all(child.returncode == 5 for child in children.values()), outputs  # 5: no test selected
     assert "created: 2/2 workers" in outputs["folder"], outputs["folder"]
-    for name in ("file", "slow", "-n 0"):
+    for name in ("file", "slow"):
         assert "created:" not in outputs[name] and "workers" not in outputs[name], outputs[name]
     # pytest-benchmark's "automatically disabled because xdist plugin is active" is not printed for tests/
     assert "automatically disabled" not in outputs["folder"]

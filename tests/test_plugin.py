@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from child_process import child_env, read_child_json
+from child_process import CommandResult, child_env, read_child_json, run_modules_in_one_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,15 +18,38 @@ def _pytest(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           check=False)
 
 
+# Command lines that only collect (or stop at a usage error), run in one Python child (tests/child_process.py)
+# by the tests of the xdist group "test_plugin" below: one torch import instead of eight.
+COLLECTIONS = {
+    "gate tier": ["benchmarks", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1"],
+    "e2e": ["benchmarks", "--collect-only", "-q", "-m", "e2e", "--device", "cpu", "--batch-sizes", "1"],
+    "ladder": ["benchmarks", "--collect-only", "-q", "-m", "ladder", "--device", "cpu", "--batch-sizes", "1"],
+    "tier file": ["benchmarks/test_e2e.py", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1"],
+    "e2e batches": ["benchmarks/test_e2e.py", "--collect-only", "-q", "-m", "e2e", "--batch-sizes", "1,8,64,256",
+                    "--device", "cpu"],
+    "tests": ["tests/test_golden.py", "--collect-only", "-q", "--device", "cpu"],
+    "slow tests": ["tests/test_golden.py", "--collect-only", "-q", "-m", "slow", "--device", "cpu"],
+    "affinity": ["benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu"],
+}
+
+
+@pytest.fixture(scope="module")
+def collected() -> dict[str, CommandResult]:
+    calls = [(ROOT, "pytest", ["-p", "no:cacheprovider", *arguments]) for arguments in COLLECTIONS.values()]
+    results = run_modules_in_one_child(calls, env=child_env(PERFSUITE_WEIGHTS="random"))
+    return dict(zip(COLLECTIONS, results, strict=True))
+
+
 def _collected(output: str) -> tuple[int, int]:
     line = next(line for line in output.splitlines() if "collected" in line and "tests" in line)
     selected, total = line.split()[0].split("/") if "/" in line.split()[0] else (line.split()[0], line.split()[0])
     return int(selected), int(total)
 
 
-def test_the_default_run_is_the_gate_tier():
+@pytest.mark.xdist_group("test_plugin")
+def test_the_default_run_is_the_gate_tier(collected):
     """Latency, model load and cold start only; e2e and ladder rows are there, deselected."""
-    result = _pytest("benchmarks", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1")
+    result = collected["gate tier"]
     assert result.returncode == 0, result.stdout + result.stderr
     names = [line for line in result.stdout.splitlines() if "::" in line]
     assert names and all(("test_latency" in n or "test_model_load" in n or "test_cold_start" in n) for n in names)
@@ -34,29 +57,31 @@ def test_the_default_run_is_the_gate_tier():
     assert selected == len(names) < total
 
 
+@pytest.mark.xdist_group("test_plugin")
 @pytest.mark.parametrize(("marker", "test_name"), [("e2e", "test_e2e"), ("ladder", "test_roofline_rates")])
-def test_opt_in_tiers_run_when_named(marker, test_name):
-    result = _pytest("benchmarks", "--collect-only", "-q", "-m", marker, "--device", "cpu", "--batch-sizes", "1")
+def test_opt_in_tiers_run_when_named(collected, marker, test_name):
+    result = collected[marker]
     names = [line for line in result.stdout.splitlines() if "::" in line]
     assert any(test_name in n for n in names) and not any("test_latency" in n for n in names)
 
 
-def test_a_tier_file_named_on_the_command_line_runs():
-    result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1")
+@pytest.mark.xdist_group("test_plugin")
+def test_a_tier_file_named_on_the_command_line_runs(collected):
+    result = collected["tier file"]
     assert any("test_e2e[" in line for line in result.stdout.splitlines()), result.stdout
 
 
-def test_e2e_never_decodes_large_batches():
-    result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "-m", "e2e", "--batch-sizes", "1,8,64,256",
-                     "--device", "cpu")
+@pytest.mark.xdist_group("test_plugin")
+def test_e2e_never_decodes_large_batches(collected):
+    result = collected["e2e batches"]
     cases = [line for line in result.stdout.splitlines() if "test_e2e[" in line]
     assert cases and all("-b64-" not in c and "-b256-" not in c for c in cases)
     assert any("-b8-" in c for c in cases)
 
 
-def test_slow_tests_are_opt_in():
-    default = _pytest("tests/test_golden.py", "--collect-only", "-q", "--device", "cpu")
-    slow = _pytest("tests/test_golden.py", "--collect-only", "-q", "-m", "slow", "--device", "cpu")
+@pytest.mark.xdist_group("test_plugin")
+def test_slow_tests_are_opt_in(collected):
+    default, slow = collected["tests"], collected["slow tests"]
     default_names = [line for line in default.stdout.splitlines() if "::" in line]
     slow_names = [line for line in slow.stdout.splitlines() if "::" in line]
     assert slow_names and all("compile" in n for n in slow_names)
@@ -85,7 +110,8 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(t
     assert data["perfsuite"]["host_probe"]["rows"] == len(data["benchmarks"])
 
 
-def test_a_bad_cpu_affinity_is_a_usage_error():
-    result = _pytest("benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu")
+@pytest.mark.xdist_group("test_plugin")
+def test_a_bad_cpu_affinity_is_a_usage_error(collected):
+    result = collected["affinity"]
     assert result.returncode == 4
     assert "--cpu-affinity 9999" in result.stderr and "Traceback" not in result.stderr

@@ -108,9 +108,9 @@ class OnnxRuntimeRunner(Runner):
             newer = _NEWER_IR.search(str(exc))
             if newer:
                 raise BackendUnavailable(
-                    f"{self.name}: {self.export.path.name} is of ONNX IR version {newer[1]} (the lowest its content "
-                    f"needs); ONNX Runtime {onnxruntime.__version__} reads IR versions up to {newer[2]} "
-                    f"(pip install -U onnxruntime): {exc}") from exc
+                    f"{self.name}: {self.export.path.name} is of ONNX IR version {newer[1]} (exports declare the "
+                    f"lowest their content needs); ONNX Runtime {onnxruntime.__version__} reads IR versions up to "
+                    f"{newer[2]} (pip install -U onnxruntime): {exc}") from exc
             if missing_kernel(exc, self.spec.precision):
                 raise BackendUnavailable(f"{self.name}: ONNX Runtime {onnxruntime.__version__} {wanted} does not "
                                          f"take {self.spec.precision} for an operator of this model: {exc}") from exc

@@ -68,22 +68,23 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
     if count < 1:
         raise InputError(f"--runs {count}: must be at least 1")
     output.mkdir(parents=True, exist_ok=True)
-    with holding(output):
+    with holding(output) as held:
         own_partial = re.compile(rf"\.{re.escape(prefix)}-\d{{2,}}\.json\.partial")
-        for stale in output.iterdir():  # left by a recorder that was killed: none other holds the folder
+        for stale in output.iterdir() if held else ():  # left by a killed recorder: no other holds the folder
             if own_partial.fullmatch(stale.name) and stale.is_file() and not stale.is_symlink():
                 stale.unlink(missing_ok=True)
         return _record(count, output, pytest_arguments(extra), env, prefix, first_index)
 
 
 @contextlib.contextmanager
-def holding(output: Path) -> Iterator[None]:
+def holding(output: Path) -> Iterator[bool]:
     """Hold ``output`` for one recorder (see the module docstring), or refuse: another recorder holds it.
-    A lock on the folder itself rather than filelock's lock file, which would be left in the user's folder."""
+    A lock on the folder itself rather than filelock's lock file, which would be left in the user's folder.
+    Yields whether it is held: not where there is no ``flock`` (Windows) or the file system has none."""
     try:
         import fcntl
-    except ImportError:  # no flock (Windows): recorders are not kept apart
-        yield
+    except ImportError:
+        yield False
         return
     handle = os.open(output, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # not inherited by the pytest child
     try:
@@ -92,7 +93,10 @@ def holding(output: Path) -> Iterator[None]:
         except BlockingIOError:
             raise InputError(f"{output}: another perfsuite baseline record is recording into this folder; wait "
                              "for it to finish or record into another one") from None
-        yield
+        except OSError:  # a file system without flock (some network ones)
+            yield False
+            return
+        yield True
     finally:
         os.close(handle)  # releases the lock
 
