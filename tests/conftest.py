@@ -15,9 +15,10 @@ from perfsuite.models import LoadedModel, load_model
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """``pytest tests`` runs on pytest-xdist workers, one per CPU core (``-n auto``), and the tests that share
-    one child process (``@pytest.mark.xdist_group``) on one worker (``--dist loadgroup``): most of the suite's
-    time is Python processes starting and importing torch, which parallelizes.
+    """``pytest tests`` runs on pytest-xdist workers, one per CPU core (``-n auto``), each test file on one
+    worker (``--dist loadscope``: a module fixture that runs many command lines in one child runs once; with
+    pytest 9 and xdist 3.8, ``loadgroup`` did not keep a group together): most of the suite's time is Python
+    processes starting and importing torch, which parallelizes.
 
     Here, not in ``addopts``: ``-n`` there would also reach ``pytest benchmarks``, and pytest-benchmark
     disables itself under xdist. It stays in one process when the command asks for anything else: ``-n`` or
@@ -35,7 +36,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     if all(Path(config.invocation_params.dir, arg).is_dir() for arg in config.args):
         option.numprocesses = "auto"
-        option.dist = "loadgroup"
+        option.dist = "loadscope"
         # pytest-benchmark turns itself off under xdist, and says so; a test that times makes its own fixture
         option.benchmark_disable = True
 

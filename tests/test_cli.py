@@ -45,7 +45,7 @@ class Commands:
 
 @pytest.fixture(scope="module")
 def commands(odd_images, broken_images, hostile_images, tmp_path_factory) -> Commands:
-    """The command lines of the tests in the xdist group "test_cli" below, run one after the other in one Python
+    """The command lines of the tests that take this fixture, run one after the other in one Python
     child, ``python -m perfsuite`` style (tests/child_process.py): one torch import instead of 15.
     ``test_predict_fixtures_prints_top5_and_times`` and the closed-pipe tests keep a process each."""
     good = [str(p) for p in odd_images.values()]
@@ -91,7 +91,6 @@ def test_predict_fixtures_prints_top5_and_times():
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 100.01
 
 
-@pytest.mark.xdist_group("test_cli")
 def test_predict_odd_images_and_refuses_broken_ones_by_name(commands):
     """Every unusable file is named with what is wrong (issue 9 #6: a 100 GB sparse .jpg was a MemoryError
     that stopped the other images, a FIFO "file is empty", a symlink loop "file does not exist"), and the
@@ -108,7 +107,6 @@ def test_predict_odd_images_and_refuses_broken_ones_by_name(commands):
     assert "5 of 12 image(s) could not be read" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.xdist_group("test_cli")
 def test_predict_says_when_it_turned_an_image_upright(commands):
     """issue 9 #6: the EXIF orientation was ignored silently; now it is applied and printed."""
     (result,), (width, height) = commands.results["upright"], commands.sideways_size
@@ -117,21 +115,18 @@ def test_predict_says_when_it_turned_an_image_upright(commands):
     assert "EXIF orientation 6: turned 90° clockwise to stand upright (ImageOps.exif_transpose)" in result.stdout
 
 
-@pytest.mark.xdist_group("test_cli")
 def test_predict_with_an_unavailable_backend_says_why(commands):
     (result,) = commands.results["unavailable"]
     assert result.returncode == 2
     assert "onnxruntime" in result.stderr and "bfloat16" in result.stderr
 
 
-@pytest.mark.xdist_group("test_cli")
 def test_bad_weights_file_is_a_clean_error(commands):
     (result,) = commands.results["bad weights"]
     assert result.returncode == 2
     assert str(commands.weights) in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.xdist_group("test_cli")
 @pytest.mark.parametrize("build", [False, True], ids=["checks", "built"])
 def test_doctor_reports_each_backend_and_precision(commands, build):
     result, *text = commands.results["doctor built" if build else "doctor checks"]
@@ -165,7 +160,6 @@ def output_path_errors(tmp_path: Path, summary: Path) -> list[tuple[list[str], s
     ]
 
 
-@pytest.mark.xdist_group("test_cli")
 def test_output_paths_are_checked_before_the_work(commands):
     """issue 9 #8: --summary into a missing folder (after PASS was printed), --json onto a folder and
     report --output onto a file ended in tracebacks."""

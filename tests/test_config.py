@@ -128,7 +128,6 @@ def command_lines(tmp_path_factory) -> dict[tuple[str, str], tuple[Path, list[Co
     return {key: (folder, [next(results) for _ in calls]) for key, (folder, calls) in planned.items()}
 
 
-@pytest.mark.xdist_group("test_config")
 @pytest.mark.parametrize("text,message", BROKEN_FOR_COMMANDS)
 def test_a_broken_config_stops_every_command_cleanly_and_help_still_works(command_lines, text, message):
     folder, (help_, version, report_help, *commands) = command_lines["commands", text]
@@ -143,7 +142,6 @@ def test_a_broken_config_stops_every_command_cleanly_and_help_still_works(comman
         assert message in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.xdist_group("test_config")
 @pytest.mark.parametrize("text,message", BROKEN_FOR_PYTEST)
 def test_a_broken_config_is_a_pytest_usage_error(command_lines, text, message):
     folder, (result,) = command_lines["pytest", text]
@@ -152,7 +150,6 @@ def test_a_broken_config_is_a_pytest_usage_error(command_lines, text, message):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.xdist_group("test_config")
 @pytest.mark.parametrize("option", EMPTY_OPTIONS)
 def test_an_option_that_names_nothing_is_refused_not_defaulted(command_lines, option):
     """``--backends ,`` (or an empty variable) used to fall back to the defaults."""
@@ -161,7 +158,6 @@ def test_an_option_that_names_nothing_is_refused_not_defaulted(command_lines, op
     assert in_golden.returncode == 2 and f"{option} ' , ': names nothing" in in_golden.stderr, in_golden.stderr
 
 
-@pytest.mark.xdist_group("test_config")
 def test_a_bad_model_in_the_config_is_blamed_on_the_config_not_on_an_option(command_lines):
     folder, (result,) = command_lines["model", ""]
     assert result.returncode == 2

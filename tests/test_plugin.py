@@ -19,7 +19,7 @@ def _pytest(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 # Command lines that only collect (or stop at a usage error), run in one Python child (tests/child_process.py)
-# by the tests of the xdist group "test_plugin" below: one torch import instead of eight.
+# by the tests that take the fixture below: one torch import instead of eight.
 COLLECTIONS = {
     "gate tier": ["benchmarks", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1"],
     "e2e": ["benchmarks", "--collect-only", "-q", "-m", "e2e", "--device", "cpu", "--batch-sizes", "1"],
@@ -46,7 +46,6 @@ def _collected(output: str) -> tuple[int, int]:
     return int(selected), int(total)
 
 
-@pytest.mark.xdist_group("test_plugin")
 def test_the_default_run_is_the_gate_tier(collected):
     """Latency, model load and cold start only; e2e and ladder rows are there, deselected."""
     result = collected["gate tier"]
@@ -57,7 +56,6 @@ def test_the_default_run_is_the_gate_tier(collected):
     assert selected == len(names) < total
 
 
-@pytest.mark.xdist_group("test_plugin")
 @pytest.mark.parametrize(("marker", "test_name"), [("e2e", "test_e2e"), ("ladder", "test_roofline_rates")])
 def test_opt_in_tiers_run_when_named(collected, marker, test_name):
     result = collected[marker]
@@ -65,13 +63,11 @@ def test_opt_in_tiers_run_when_named(collected, marker, test_name):
     assert any(test_name in n for n in names) and not any("test_latency" in n for n in names)
 
 
-@pytest.mark.xdist_group("test_plugin")
 def test_a_tier_file_named_on_the_command_line_runs(collected):
     result = collected["tier file"]
     assert any("test_e2e[" in line for line in result.stdout.splitlines()), result.stdout
 
 
-@pytest.mark.xdist_group("test_plugin")
 def test_e2e_never_decodes_large_batches(collected):
     result = collected["e2e batches"]
     cases = [line for line in result.stdout.splitlines() if "test_e2e[" in line]
@@ -79,7 +75,6 @@ def test_e2e_never_decodes_large_batches(collected):
     assert any("-b8-" in c for c in cases)
 
 
-@pytest.mark.xdist_group("test_plugin")
 def test_slow_tests_are_opt_in(collected):
     default, slow = collected["tests"], collected["slow tests"]
     default_names = [line for line in default.stdout.splitlines() if "::" in line]
@@ -110,7 +105,6 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_serializable_params(t
     assert data["perfsuite"]["host_probe"]["rows"] == len(data["benchmarks"])
 
 
-@pytest.mark.xdist_group("test_plugin")
 def test_a_bad_cpu_affinity_is_a_usage_error(collected):
     result = collected["affinity"]
     assert result.returncode == 4
