@@ -16,6 +16,11 @@ of tracing state in the process that ran it, which would otherwise be counted in
 whichever row happened to make the export, and missing from the rows of a run that found it cached.
 Its time is measured there around the export alone. A model the fresh process cannot rebuild from its
 name and weights (one edited in memory) is exported here, and the metadata says so.
+
+The file declares the lowest ONNX IR version its content needs (:func:`lowest_ir_version`), not the
+newest the installed ``onnx`` package knows: onnx 1.23 writes IR 14, which ONNX Runtime 1.30 refuses
+("max supported IR version: 13") although nothing in an AlexNet export needs more than IR 10. A runtime
+that reads the opset reads the file; one that does not is refused by the backend naming both versions.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +39,9 @@ from perfsuite.engine_cache import ArtifactKey, Built, CachedArtifact, EngineCac
 from perfsuite.environment import package_version
 from perfsuite.errors import BackendUnavailable
 from perfsuite.models import LoadedModel
+
+if TYPE_CHECKING:
+    import onnx
 
 EXPORTER = "torch.onnx dynamo (torch.export)"
 OPSET = 18
@@ -54,7 +63,7 @@ def export_key(model: LoadedModel, precision: str, batch_size: int | None) -> Ar
         library_version=f"torch {torch.__version__} / onnxscript {package_version('onnxscript')} / onnx "
                         f"{package_version('onnx')}",
         target={}, precision=precision, shapes={INPUT_NAME: shape},
-        options={"exporter": EXPORTER, "opset": OPSET, "output": OUTPUT_NAME},
+        options={"exporter": EXPORTER, "opset": OPSET, "output": OUTPUT_NAME, "ir_version": "lowest needed"},
     )
 
 
@@ -129,4 +138,87 @@ def _export(model: LoadedModel, precision: str, batch_size: int | None) -> bytes
             module, (example,), dynamo=True, opset_version=OPSET, dynamic_shapes=dynamic,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
         )
-    return program.model_proto.SerializeToString()
+    proto = program.model_proto
+    proto.ir_version = lowest_ir_version(proto)
+    return proto.SerializeToString()
+
+
+# What each ONNX IR version added that a model can use, from onnx.proto (message Version): a model that uses
+# none of a version's additions is also a model of the version before it.
+_ELEMENT_TYPES_ADDED = {
+    9: ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ"),
+    10: ("UINT4", "INT4"),
+    11: ("FLOAT4E2M1",),
+    12: ("FLOAT8E8M0",),
+    13: ("UINT2", "INT2"),
+    14: ("FLOAT6E2M3", "FLOAT6E3M2"),
+}
+_FIELDS_ADDED = {  # (message, field): the IR version that added the field
+    ("FunctionProto", "attribute_proto"): 9,
+    **{(message, "metadata_props"): 10 for message in ("NodeProto", "GraphProto", "TensorProto", "ValueInfoProto",
+                                                       "FunctionProto")},
+    ("NodeProto", "overload"): 10, ("FunctionProto", "overload"): 10, ("FunctionProto", "value_info"): 10,
+    ("NodeProto", "device_configurations"): 11, ("ModelProto", "configuration"): 11,
+}
+# Attributes that hold an element type (Cast's "to", EyeLike's "dtype", ...).
+_TYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
+
+
+def lowest_ir_version(model: onnx.ModelProto) -> int:
+    """The lowest ONNX IR version whose format has everything ``model`` uses: what its operator sets need
+    (onnx's own table, :func:`onnx.helper.find_min_ir_version_for`), its element types and its fields.
+    Never above the model's own."""
+    from onnx import TensorProto, helper
+
+    needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    type_needs = {getattr(TensorProto, name): version for version, names in _ELEMENT_TYPES_ADDED.items()
+                  for name in names if hasattr(TensorProto, name)}
+    for message, field, value in _fields(model):
+        needed = max(needed, _FIELDS_ADDED.get((message, field), 0))
+        if field in ("data_type", "elem_type"):
+            needed = max(needed, type_needs.get(value, 0))
+    for attribute in _attributes(model):
+        if attribute.name in _TYPE_ATTRIBUTES:
+            needed = max(needed, type_needs.get(attribute.i, 0))
+    return min(needed, model.ir_version)
+
+
+def _fields(message: Any) -> Iterator[tuple[str, str, Any]]:
+    """(message type, field name, value) of every set field of ``message`` and of the messages in it;
+    for a repeated scalar field, one entry per value."""
+    name = message.DESCRIPTOR.name
+    if name == "TensorProto":  # not ListFields: that would copy its raw_data (the weights) to look at it
+        yield name, "data_type", message.data_type
+        if len(message.metadata_props):
+            yield name, "metadata_props", None
+        return
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            values = value if _repeated(descriptor) else [value]
+            if descriptor.name in ("data_type", "elem_type"):
+                yield from ((name, descriptor.name, v) for v in values)
+            else:
+                yield name, descriptor.name, None
+            continue
+        yield name, descriptor.name, None
+        for item in (value if _repeated(descriptor) else [value]):
+            yield from _fields(item)
+
+
+def _repeated(descriptor: Any) -> bool:
+    if hasattr(descriptor, "is_repeated"):  # protobuf >= 6 (which dropped ``label``)
+        return bool(descriptor.is_repeated)
+    return descriptor.label == descriptor.LABEL_REPEATED
+
+
+def _attributes(model: onnx.ModelProto) -> Iterator[Any]:
+    """Every node attribute of the model, in subgraphs and functions too."""
+    def nodes(graph: Any) -> Iterator[Any]:
+        for node in graph.node:
+            yield node
+            for attribute in node.attribute:
+                for subgraph in [attribute.g, *attribute.graphs]:
+                    yield from nodes(subgraph)
+
+    for node in [*nodes(model.graph), *(n for function in model.functions for n in function.node)]:
+        yield from node.attribute

@@ -9,7 +9,8 @@
 # After every run the drill folder (runs, calibrations, log) is packed into $OUT/drill.tgz (one file: the
 # device tool returns at most 8), so what finished comes back even when the call times out; unpack it
 # into the RESUME folder before the next call.
-#   bash scripts/gpu.sh tests                             # the README's test command, timed
+#   bash scripts/gpu.sh readme_tests slow_tests           # the README's test command, then the slow tier,
+#                                                         # each timed (steps run in the order given)
 #   bash scripts/gpu.sh multigpu                          # issue 18 on a 2+ GPU machine (nvidia-h100-x2):
 #                                                         # every figure of a cuda:1 run reads GPU 1
 set -uo pipefail
@@ -42,22 +43,31 @@ drill() {
     grep "gate drill" "$OUT/drill-$start.log"
 }
 
+# timed LOG LIMIT_S COMMAND...: the command, when it started, its output, exit status and wall time in $OUT/LOG
+timed() {
+    local log="$OUT/$1" limit="$2" status
+    shift 2
+    { echo "command: $*"; echo "started: $(date -u '+%F %T UTC')"; } > "$log"
+    SECONDS=0
+    timeout -s INT "$limit" "$@" >> "$log" 2>&1
+    status=$?
+    echo "exit $status after $SECONDS s (limit $limit s): $*" | tee -a "$log"
+    grep -E "^(=+ )?[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s" "$log" | tail -2
+}
+
+readme_tests() {  # README: pytest tests (xdist workers, one per core: tests/conftest.py); must be <= 300 s
+    timed tests.log "${TESTS_S:-330}" python3 -m pytest tests -p no:cacheprovider --durations=30 \
+        --junitxml="$OUT/tests.xml"
+}
+
+slow_tests() {  # README: pytest tests -m slow (one process unless -n is given; 4 workers here)
+    timed slow.log "${SLOW_S:-240}" python3 -m pytest tests -m slow -n "${SLOW_WORKERS:-4}" -p no:cacheprovider \
+        --durations=30 --junitxml="$OUT/slow.xml"
+}
+
 tests() {
-    # The README's two test commands, as a user types them, each timed; logs carry the command and wall time.
-    local status
-    SECONDS=0
-    echo "\$ pytest tests   ($(date -u))" > "$OUT/tests.log"
-    timeout -s INT "${TESTS_S:-330}" python3 -m pytest tests -p no:cacheprovider --durations=25 >> "$OUT/tests.log" 2>&1
-    status=$?
-    echo "pytest tests: exit $status after $SECONDS s" | tee -a "$OUT/tests.log"
-    tail -3 "$OUT/tests.log"
-    SECONDS=0
-    echo "\$ pytest tests -m slow   ($(date -u))" > "$OUT/tests-slow.log"
-    timeout -s INT "${SLOW_S:-240}" python3 -m pytest tests -m slow -p no:cacheprovider --durations=15 \
-        >> "$OUT/tests-slow.log" 2>&1
-    status=$?
-    echo "pytest tests -m slow: exit $status after $SECONDS s" | tee -a "$OUT/tests-slow.log"
-    tail -3 "$OUT/tests-slow.log"
+    readme_tests
+    slow_tests
 }
 
 device_tests() {

@@ -1,8 +1,9 @@
-"""Helpers shared by the unit tests."""
+"""Helpers shared by the unit tests, and how ``pytest tests`` is spread over CPUs."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,34 @@ import pytest
 from PIL import Image
 
 from perfsuite.models import LoadedModel, load_model
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``pytest tests`` runs on pytest-xdist workers, one per CPU core (``-n auto``), each test file on one
+    worker (``--dist loadscope``: a module fixture that runs many command lines in one child runs once; with
+    pytest 9 and xdist 3.8, ``loadgroup`` did not keep a group together): most of the suite's time is Python
+    processes starting and importing torch, which parallelizes.
+
+    Here, not in ``addopts``: ``-n`` there would also reach ``pytest benchmarks``, and pytest-benchmark
+    disables itself under xdist. It stays in one process when the command asks for anything else: ``-n`` or
+    ``--dist`` given (``-n 0``: one process), ``-p no:xdist``, a file or test named rather than a folder,
+    ``--collect-only``, ``--pdb``, or a ``-m`` naming the slow tier (its tests compare the timings of fresh
+    processes and compile with every core; ``-n`` may still be given for it)."""
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    option = config.option
+    if option.numprocesses is not None or option.dist != "no" or option.collectonly or option.usepdb:
+        return
+    if getattr(option, "help", False) or getattr(option, "version", False):
+        return
+    if re.search(r"\bslow\b", option.markexpr or "") or not config.args:
+        return
+    if all(Path(config.invocation_params.dir, arg).is_dir() for arg in config.args):
+        option.numprocesses = "auto"
+        option.dist = "loadscope"
+        # pytest-benchmark turns itself off under xdist, and says so; a test that times makes its own fixture
+        option.benchmark_disable = True
 
 
 @pytest.fixture(scope="session")

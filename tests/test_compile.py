@@ -87,6 +87,7 @@ def test_the_cache_folder_follows_perfsuite_cache_dir(monkeypatch, tmp_path):
     assert inductor_cache_dir() == (tmp_path / "inductor").resolve()
 
 
+@pytest.mark.slow  # compiles twice with Inductor: 20-70 s; compile rows are opt-in
 @needs_cpp
 def test_cold_then_warm_compile_with_parity_on_new_inputs(monkeypatch, tmp_path):
     """An empty cache folder compiles (FX graph cache miss); a second runner, after TorchDynamo's

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from child_process import CommandResult, child_env, read_child_json, run_modules_in_one_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pytest(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PERFSUITE_WEIGHTS": "random",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *arguments], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+                          capture_output=True, text=True, env=child_env(PERFSUITE_WEIGHTS="random"), timeout=600,
+                          check=False)
+
+
+# Command lines that only collect (or stop at a usage error), run in one Python child (tests/child_process.py)
+# by the tests that take the fixture below: one torch import instead of eight.
+COLLECTIONS = {
+    "gate tier": ["benchmarks", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1"],
+    "e2e": ["benchmarks", "--collect-only", "-q", "-m", "e2e", "--device", "cpu", "--batch-sizes", "1"],
+    "ladder": ["benchmarks", "--collect-only", "-q", "-m", "ladder", "--device", "cpu", "--batch-sizes", "1"],
+    "tier file": ["benchmarks/test_e2e.py", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1"],
+    "e2e batches": ["benchmarks/test_e2e.py", "--collect-only", "-q", "-m", "e2e", "--batch-sizes", "1,8,64,256",
+                    "--device", "cpu"],
+    "tests": ["tests/test_golden.py", "--collect-only", "-q", "--device", "cpu"],
+    "slow tests": ["tests/test_golden.py", "--collect-only", "-q", "-m", "slow", "--device", "cpu"],
+    "affinity": ["benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu"],
+}
+
+
+@pytest.fixture(scope="module")
+def collected() -> dict[str, CommandResult]:
+    calls = [(ROOT, "pytest", ["-p", "no:cacheprovider", *arguments]) for arguments in COLLECTIONS.values()]
+    results = run_modules_in_one_child(calls, env=child_env(PERFSUITE_WEIGHTS="random"))
+    return dict(zip(COLLECTIONS, results, strict=True))
 
 
 def _collected(output: str) -> tuple[int, int]:
@@ -28,9 +48,9 @@ def _collected(output: str) -> tuple[int, int]:
     return int(selected), int(total)
 
 
-def test_the_default_run_is_the_gate_tier():
+def test_the_default_run_is_the_gate_tier(collected):
     """Latency, model load and cold start only; e2e and ladder rows are there, deselected."""
-    result = _pytest("benchmarks", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1")
+    result = collected["gate tier"]
     assert result.returncode == 0, result.stdout + result.stderr
     names = [line for line in result.stdout.splitlines() if "::" in line]
     assert names and all(("test_latency" in n or "test_model_load" in n or "test_cold_start" in n) for n in names)
@@ -39,37 +59,38 @@ def test_the_default_run_is_the_gate_tier():
 
 
 @pytest.mark.parametrize(("marker", "test_name"), [("e2e", "test_e2e"), ("ladder", "test_roofline_rates")])
-def test_opt_in_tiers_run_when_named(marker, test_name):
-    result = _pytest("benchmarks", "--collect-only", "-q", "-m", marker, "--device", "cpu", "--batch-sizes", "1")
+def test_opt_in_tiers_run_when_named(collected, marker, test_name):
+    result = collected[marker]
     names = [line for line in result.stdout.splitlines() if "::" in line]
     assert any(test_name in n for n in names) and not any("test_latency" in n for n in names)
 
 
-def test_a_tier_file_named_on_the_command_line_runs():
-    result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "--device", "cpu", "--batch-sizes", "1")
+def test_a_tier_file_named_on_the_command_line_runs(collected):
+    result = collected["tier file"]
     assert any("test_e2e[" in line for line in result.stdout.splitlines()), result.stdout
 
 
-def test_e2e_never_decodes_large_batches():
-    result = _pytest("benchmarks/test_e2e.py", "--collect-only", "-q", "-m", "e2e", "--batch-sizes", "1,8,64,256",
-                     "--device", "cpu")
+def test_e2e_never_decodes_large_batches(collected):
+    result = collected["e2e batches"]
     cases = [line for line in result.stdout.splitlines() if "test_e2e[" in line]
     assert cases and all("-b64-" not in c and "-b256-" not in c for c in cases)
     assert any("-b8-" in c for c in cases)
 
 
-def test_slow_tests_are_opt_in():
-    default = _pytest("tests/test_golden.py", "--collect-only", "-q", "--device", "cpu")
-    slow = _pytest("tests/test_golden.py", "--collect-only", "-q", "-m", "slow", "--device", "cpu")
+def test_slow_tests_are_opt_in(collected):
+    default, slow = collected["tests"], collected["slow tests"]
     default_names = [line for line in default.stdout.splitlines() if "::" in line]
     slow_names = [line for line in slow.stdout.splitlines() if "::" in line]
     assert slow_names and all("compile" in n for n in slow_names)
     assert not any("[compile" in n for n in default_names)
 
 
-def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_path):
+def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_path, monkeypatch):
     """Rows carry backend, precision and batch_size as separate params (every row, model load too), so that
     pytest-benchmark's own compare groups by any of them and its CSV has a column each."""
+    # As in an xdist worker (pytest tests -n 8 on the GPU machine): the child must not inherit the worker's
+    # variables, or pytest-benchmark disables itself there and writes no JSON (an empty file, 5.2).
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
     output = tmp_path / "run.json"
     result = _pytest("benchmarks/test_latency.py", "benchmarks/test_startup.py::test_model_load", "--device", "cpu",
                      "--backends", "eager,onnxruntime", "--precisions", "fp32,bf16", "--batch-sizes", "1",
@@ -86,7 +107,7 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_p
     progress = re.findall(r"^perfsuite: \[(\d)/(\d)\] (\S+ ?\S*): (median [\d.]+ m?s|skipped); \d+ s so far, "
                           r"about \d+ s left$", result.stdout, re.MULTILINE)
     assert len(progress) == int(progress[0][1]) == 3, result.stdout
-    data = json.loads(output.read_text())
+    data = read_child_json(output, result)
     params = {row["name"]: row["params"] for row in data["benchmarks"]}
     assert params["test_latency[eager-fp32-b1]"] == {"backend": "eager", "precision": "fp32", "batch_size": 1}
     assert params["test_model_load"] == {"backend": "eager", "precision": "fp32", "batch_size": None}
@@ -105,8 +126,8 @@ def test_a_run_prints_its_plan_and_skip_reasons_and_stores_separate_params(tmp_p
     assert not histogram or list(tmp_path.glob("hist*precision=fp32*.svg"))
 
 
-def test_a_bad_cpu_affinity_is_a_usage_error():
-    result = _pytest("benchmarks/test_latency.py", "--collect-only", "--cpu-affinity", "9999", "--device", "cpu")
+def test_a_bad_cpu_affinity_is_a_usage_error(collected):
+    result = collected["affinity"]
     assert result.returncode == 4
     assert "--cpu-affinity 9999" in result.stderr and "Traceback" not in result.stderr
 

@@ -9,13 +9,12 @@ cache, as CI runs.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from child_process import child_env, read_child_json, what_it_printed
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = "test_latency[onnxruntime-fp32-b8]"
@@ -25,24 +24,26 @@ pytestmark = pytest.mark.slow  # two fresh benchmark processes with ONNX exports
 
 def _row(tmp_path: Path, name: str, *selection: str) -> dict:
     output = tmp_path / f"{name}.json"
-    env = {**os.environ, "PERFSUITE_WEIGHTS": "random",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PERFSUITE_CACHE_DIR": str(tmp_path / f"cache-{name}")}
+    env = child_env(PERFSUITE_WEIGHTS="random", PERFSUITE_CACHE_DIR=str(tmp_path / f"cache-{name}"))
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/test_latency.py", "-p", "no:cacheprovider", "-q",
          "--device", "cpu", "--precisions", "fp32", "--batch-sizes", "1,8", "--benchmark-max-time", "0.05",
          "--benchmark-min-rounds", "3", "--benchmark-json", str(output), *selection],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    rows = {row["name"]: row for row in json.loads(output.read_text())["benchmarks"]}
+    assert completed.returncode == 0, what_it_printed(completed)
+    rows = {row["name"]: row for row in read_child_json(output, completed)["benchmarks"]}
     return rows[ROW]["extra_info"]
 
 
 @pytest.fixture(scope="module")
 def alone_and_after(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rows")
-    alone = _row(folder, "alone", "--backends", "onnxruntime", "-k", "onnxruntime-fp32-b8")
-    after = _row(folder, "after", "--backends", "eager,onnxruntime")
+    with pytest.MonkeyPatch.context() as patch:
+        # As in an xdist worker (pytest tests -m slow -n 4): the worker's variables must not reach the
+        # children, or pytest-benchmark disables itself there and they write no JSON (an empty file, 5.2).
+        patch.setenv("PYTEST_XDIST_WORKER", "gw0")
+        alone = _row(folder, "alone", "--backends", "onnxruntime", "-k", "onnxruntime-fp32-b8")
+        after = _row(folder, "after", "--backends", "eager,onnxruntime")
     return alone, after
 
 

@@ -62,11 +62,19 @@ def test_host_probe_times_blocks_of_dependent_operations():
 
 
 @pytest.fixture
-def active_benchmark(benchmark):
-    """pytest-benchmark's fixture, where it times (it turns itself off under pytest-xdist)."""
-    if not benchmark.enabled:
-        pytest.skip("pytest-benchmark is disabled here (under pytest-xdist it disables itself)")
-    return benchmark
+def active_benchmark(request):
+    """pytest-benchmark's fixture, timing. Under pytest-xdist (where ``pytest tests`` runs) pytest-benchmark
+    turns off the fixtures of its session; the test then gets one of its own, made as pytest-benchmark's
+    ``benchmark`` fixture makes it but enabled, its statistics kept out of the session."""
+    session = request.config._benchmarksession
+    if not session.disabled:
+        return request.getfixturevalue("benchmark")
+    from pytest_benchmark.fixture import BenchmarkFixture
+
+    own = BenchmarkFixture(request.node, add_stats=lambda stats: None, logger=session.logger,
+                           warner=request.node.warn, disabled=False, **session.options)
+    request.addfinalizer(own._cleanup)
+    return own
 
 
 @pytest.mark.parametrize("warmup", [0, 3])
@@ -149,12 +157,14 @@ def test_device_memory_is_read_from_the_device_not_from_torchs_counters():
 
     torch.cuda.init()  # torch's primary context is current on this thread from here on
     footprint = measure.RunnerFootprint("cuda")
+    # torch's counter as it is now: earlier tests in this process may hold memory (157 MB under xdist)
+    torch_before = torch.cuda.memory_allocated()
     driver = ctypes.CDLL("libcuda.so.1")  # the driver API, as a library with its own allocations uses it
     pointer = ctypes.c_uint64()
     assert driver.cuMemAlloc_v2(ctypes.byref(pointer), ctypes.c_size_t(512 << 20)) == 0
     try:
         footprint.loaded()
         assert footprint.as_dict()["peak_gpu_memory_bytes"] >= 512 << 20
-        assert torch.cuda.memory_allocated() < 64 << 20  # torch itself saw none of it
+        assert torch.cuda.memory_allocated() - torch_before < 1 << 20  # torch itself saw none of the 512 MiB
     finally:
         assert driver.cuMemFree_v2(pointer) == 0

@@ -10,13 +10,15 @@ that reason without it. TensorRT engines are cached under ``<cache_dir>/onnxrunt
 
 A session that cannot be created fails the test with ONNX Runtime's message (:class:`BackendError`),
 except where the environment is the reason (:class:`BackendUnavailable`, a skip): a provider that is
-missing or could not be created, or a dtype the provider has no kernel for (ONNX Runtime's CPU
-provider refuses bf16 Conv), each with ONNX Runtime's own words.
+missing or could not be created, a dtype the provider has no kernel for (ONNX Runtime's CPU
+provider refuses bf16 Conv), or an export of an ONNX IR version newer than this ONNX Runtime reads
+(the skip names both versions), each with ONNX Runtime's own words.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +33,8 @@ from perfsuite.onnx_export import INPUT_NAME, OUTPUT_NAME, export_facts, export_
 
 _NUMPY_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 _ONNX_TYPE_NAMES = {"fp32": "float", "fp16": "float16", "bf16": "bfloat16"}
+# ONNX Runtime's words for a model of an IR version newer than it reads (onnxruntime/core/graph/model.cc).
+_NEWER_IR = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 
 
 def missing_kernel(exc: Exception, precision: str) -> bool:
@@ -114,6 +118,12 @@ class OnnxRuntimeRunner(Runner):
         try:
             self._session = onnxruntime.InferenceSession(self.export.data, options, providers=providers)
         except Exception as exc:  # ONNX Runtime raises its own exception types per failure
+            newer = _NEWER_IR.search(str(exc))
+            if newer:
+                raise BackendUnavailable(
+                    f"{self.name}: {self.export.path.name} is of ONNX IR version {newer[1]} (exports declare the "
+                    f"lowest their content needs); ONNX Runtime {onnxruntime.__version__} reads IR versions up to "
+                    f"{newer[2]} (pip install -U onnxruntime): {exc}") from exc
             if missing_kernel(exc, self.spec.precision):
                 raise BackendUnavailable(f"{self.name}: ONNX Runtime {onnxruntime.__version__} {wanted} does not "
                                          f"take {self.spec.precision} for an operator of this model: {exc}") from exc

@@ -8,7 +8,13 @@ The pytest child never outlives the recorder. It runs in its own process group; 
 deletes the partial file and stops with 128 + the signal number (a second signal kills the group).
 On Linux the child also asks the kernel to SIGKILL it when the recorder dies (``PR_SET_PDEATHSIG``),
 which covers a SIGKILL of the recorder. What a killed recorder could not delete (a partial
-``.run-NN.json.partial``, the store's ``.record-*`` folder) is deleted by the next run.
+``.run-NN.json.partial``, which pytest-benchmark may have opened or half written; the store's
+``.record-*`` folder) is deleted by the next use: ``baseline record`` into the same ``--output``
+folder, or any read, list or save of the store.
+
+A recorder holds its output folder while it runs (an exclusive ``flock`` on the folder itself, which the
+kernel drops when the process dies however it dies). A second recorder into the same folder is refused,
+and only a recorder that holds the folder deletes partial files there: never those of a live one.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import contextlib
 import ctypes
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +70,41 @@ def record_runs(count: int, output: Path, extra: Sequence[str] = (), *, env: Map
     if count < 1:
         raise InputError(f"--runs {count}: must be at least 1")
     output.mkdir(parents=True, exist_ok=True)
-    for stale in output.glob(f".{prefix}-*.json.partial"):  # left by a recorder that was killed
-        stale.unlink(missing_ok=True)
-    arguments = pytest_arguments(extra)
+    with holding(output) as held:
+        own_partial = re.compile(rf"\.{re.escape(prefix)}-\d{{2,}}\.json\.partial")
+        for stale in output.iterdir() if held else ():  # left by a killed recorder: no other holds the folder
+            if own_partial.fullmatch(stale.name) and stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
+        return _record(count, output, pytest_arguments(extra), env, prefix, first_index)
+
+
+@contextlib.contextmanager
+def holding(output: Path) -> Iterator[bool]:
+    """Hold ``output`` for one recorder (see the module docstring), or refuse: another recorder holds it.
+    A lock on the folder itself rather than filelock's lock file, which would be left in the user's folder.
+    Yields whether it is held: not where there is no ``flock`` (Windows) or the file system has none."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    handle = os.open(output, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # not inherited by the pytest child
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{output}: another perfsuite baseline record is recording into this folder; wait "
+                             "for it to finish or record into another one") from None
+        except OSError:  # a file system without flock (some network ones)
+            yield False
+            return
+        yield True
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _record(count: int, output: Path, arguments: list[str], env: Mapping[str, str] | None, prefix: str,
+            first_index: int) -> list[RecordedRun]:
     recorded = []
     started = time.perf_counter()
     for index in range(first_index, first_index + count):
