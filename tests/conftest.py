@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,49 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         option.dist = "loadscope"
         # pytest-benchmark turns itself off under xdist, and says so; a test that times makes its own fixture
         option.benchmark_disable = True
+
+
+# -- the GPU, shared by xdist workers ----------------------------------------------------------------------
+# On a GPU machine ``pytest tests`` runs ~16 workers on one GPU. Processes on one GPU take turns on it (time
+# slicing), so a test that checks a timing or the device's free memory (``gpu_timing``: a sleep kernel's
+# length within 2%, device time, cudaMemGetInfo) read garbage while other workers ran kernels (H100,
+# 2026-12-06: a 1 ms sleep kernel timed at 5.8 ms). Such a test gets the GPU to itself: every test holds a
+# shared lock while it runs, a ``gpu_timing`` test an exclusive one; a turnstile taken first keeps a waiting
+# exclusive test from being starved by the stream of shared ones (a writer-preferring reader-writer lock
+# from two flock(2) locks, which the kernel releases if a worker dies).
+GPU_LOCKS = Path(tempfile.gettempdir()) / f"perfsuite-tests-gpu-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def gpu_turn(exclusive: bool, folder: Path = GPU_LOCKS) -> Iterator[None]:
+    """Hold the GPU shared (any test) or alone (``exclusive``) against the other processes using ``folder``."""
+    import fcntl
+
+    folder.mkdir(mode=0o700, exist_ok=True)
+    turnstile = os.open(folder / "turnstile", os.O_RDWR | os.O_CREAT, 0o600)
+    gpu = os.open(folder / "gpu", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if exclusive:  # keeps the turnstile: tests that arrive now wait until this one is done
+            fcntl.flock(gpu, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(gpu, fcntl.LOCK_SH)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(gpu)  # closing releases the locks
+        os.close(turnstile)
+
+
+@pytest.fixture(autouse=True)
+def _gpu_to_itself_when_timing(request: pytest.FixtureRequest) -> Iterator[None]:
+    import torch
+
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and torch.cuda.is_available()):
+        yield  # one process, or no GPU to share
+        return
+    with gpu_turn(request.node.get_closest_marker("gpu_timing") is not None):
+        yield
 
 
 @pytest.fixture(scope="session")

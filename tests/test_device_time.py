@@ -20,6 +20,8 @@ import torch
 from perfsuite import device_time as dt
 from perfsuite import measure, timing
 
+pytestmark = pytest.mark.gpu_timing  # on a GPU shared by xdist workers, these tests have it to themselves
+
 
 class _ThreadMarker:
     def __init__(self) -> None:

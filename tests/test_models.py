@@ -171,7 +171,11 @@ def test_a_torchvision_built_for_another_torch_is_refused_with_both_versions_and
 
     root = Path(__file__).resolve().parent.parent
     fake = _fake_torchvision(tmp_path / "site", 'raise RuntimeError("operator torchvision::nms does not exist")\n')
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(root)]), "PERFSUITE_WEIGHTS": "random"}
+    from child_process import child_env
+
+    # the fake first; the caller's PYTHONPATH kept (the GPU image carries perfsuite's dependencies on it)
+    env = child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(fake), str(root), os.environ.get("PYTHONPATH")])),
+                    PERFSUITE_WEIGHTS="random")
     major_minor = torch.__version__.split("+")[0]
     pytest_run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "benchmarks",
                                  "--collect-only", "-q"], cwd=root, env=env, capture_output=True, text=True,

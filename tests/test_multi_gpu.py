@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_process import child_env as shared_child_env
 
 from perfsuite import environment, telemetry, upgrade
 from perfsuite.backends.base import Runner, RunSpec
@@ -43,6 +43,8 @@ from perfsuite.gate.settings import GateSettings
 from perfsuite.gate.tables import render_result
 from perfsuite.gate.verdict import compare_runs
 from perfsuite.report import render_markdown
+
+pytestmark = pytest.mark.gpu_timing  # on a GPU shared by xdist workers, these tests have it to themselves
 
 ROOT = Path(__file__).resolve().parent.parent
 DRILL = ROOT / "docs" / "results" / "2026-12-01-h200-gate-drill" / "runs"
@@ -385,9 +387,9 @@ def nvidia_smi_cards() -> list[tuple[str, str]]:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The suite's environment for a child pytest, torch numbering GPUs as nvidia-smi does (PCI bus order)."""
-    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
-    return {**env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PYTHONPATH": str(ROOT), "PERFSUITE_WEIGHTS": "random",
-            **extra}
+    # the caller's PYTHONPATH is kept: the GPU image carries perfsuite's missing dependencies on it
+    return shared_child_env(CUDA_VISIBLE_DEVICES=None, CUDA_DEVICE_ORDER="PCI_BUS_ID", PERFSUITE_WEIGHTS="random",
+                            **extra)
 
 
 def run_tier(tmp_path: Path, name: str, device: str, args: list[str], **env: str) -> dict:

@@ -5,7 +5,6 @@ Real pytest processes on a one-line benchmark."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from child_process import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "def test_tiny(benchmark):\n    benchmark(lambda: sum(range(100)))\n"
@@ -20,8 +20,7 @@ TINY = "def test_tiny(benchmark):\n    benchmark(lambda: sum(range(100)))\n"
 
 def _pytest(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
     (folder / "test_tiny.py").write_text(TINY)
-    env = {**{k: v for k, v in os.environ.items() if k != "PERFSUITE_CACHE_DIR"}, "PERFSUITE_WEIGHTS": "random",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(PERFSUITE_CACHE_DIR=None, PERFSUITE_WEIGHTS="random")  # no xdist variables (see child_process)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "perfsuite.plugin",
                            "test_tiny.py", "--device", "cpu", "--benchmark-max-time", "0.01", *arguments],
                           cwd=folder, capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -10,6 +10,8 @@ import torch
 
 from perfsuite import measure, timing
 
+pytestmark = pytest.mark.gpu_timing  # on a GPU shared by xdist workers, these tests have it to themselves
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
