@@ -168,9 +168,11 @@ def test_unchanged_runs_with_all_figures_pass(tmp_path):
     assert moved and all(not raw_change_counts(f.time) and abs(f.time.effect) < 0.25 for f in moved)
 
 
-def test_host_side_change_beyond_host_threshold_not_called_is_inconclusive(tmp_path):
+def test_host_time_beyond_host_threshold_not_called_is_shown_but_does_not_hold_the_gate(tmp_path):
     """Host time moved +40% on one side, within its noise at 3 runs a side (host noise 25%): beyond the 25%
-    host_threshold and not called: inconclusive, the gate UNDECIDED (exit 3), never a pass."""
+    host_threshold and not called: the figure is inconclusive and says so, but host time only supports the
+    row (it scatters by 6-38% between unchanged runs on the H100: as a holding figure it made 6 of 20
+    unchanged gate runs undecided at 5 runs a side); the row rests on device time and latency."""
     rng = random.Random("host-noise")
     base = copies(BASE[:3], tmp_path / "base", only("test_latency[eager-fp16-b1]"), figures_added(rng, host_noise=0.25))
     new = copies(BASE[3:6], tmp_path / "new", only("test_latency[eager-fp16-b1]"),
@@ -180,8 +182,9 @@ def test_host_side_change_beyond_host_threshold_not_called_is_inconclusive(tmp_p
     host = row.figures["host"]
     assert host.time.effect > 0.25 and host.verdict is Verdict.INCONCLUSIVE, host
     assert "beyond the 25% threshold but not called" in host.note
-    assert row.verdict is Verdict.INCONCLUSIVE and "host" in row.called_by
-    assert result.exit_code == 3
+    assert row.verdict is not Verdict.INCONCLUSIVE and "host" not in row.called_by
+    assert any("host time" in note and "not called" in note for note in row.notes), row.notes
+    assert result.exit_code == 0
     # the same change within a larger host_threshold: not beyond it, so not inconclusive
     relaxed = compare_runs(base, new, GateSettings(host_threshold=0.9))
     assert relaxed.comparisons[0].figures["host"].verdict in (Verdict.UNRESOLVED, Verdict.UNCHANGED)

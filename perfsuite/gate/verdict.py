@@ -38,8 +38,11 @@ latter: see ``raw_change_counts``); ``unchanged`` when the figure resolves the t
 threshold); else ``unresolved``: no change beyond the threshold seen, but the figure's noise could
 hide one of threshold size (shown, with its MDE). With one run a side there is no run-to-run spread,
 no test and no MDE: nothing is called; changes beyond the threshold are inconclusive, the rest
-unresolved. A row's verdict is the first of ``ROW_ORDER`` any of its figures has; the figure that
-called it is the row's ``deciding`` figure (``time`` is its comparison; ``figures`` holds them all).
+unresolved. A row's verdict is the first of ``ROW_ORDER`` any of its figures has, except that host time
+(``SUPPORTING_FIGURES``) counts only when it calls a change: its inconclusive or unresolved verdict is
+shown with its MDE but does not hold the gate (on a shared VM it scatters by 6-38% between unchanged runs,
+H100 2026-12-06, and would make most gate runs undecided); the figure that called the row's verdict is its
+``deciding`` figure (``time`` is its comparison; ``figures`` holds them all).
 
 Rows whose kind is in ``informational`` (model load and cold start by default) are judged and shown
 the same way, but their time verdicts never decide the gate's outcome (missing, failed or a memory
@@ -302,6 +305,10 @@ FIGURE_FIELDS = {"device": "device_time", "host": "host_time"}
 #: which figure stands for a row whose figures agree: the device's own work first
 PRIMARY_ORDER = ("device", "latency", "host")
 #: a row's verdict from its figures': the first of these that any figure has
+#: figures that call a regression (or improvement) when significant but whose "could not tell" does not hold
+#: the row: host time, the host's CPU work per call, scatters by 6-38% between unchanged runs on a shared VM
+#: (H100 drill, 2026-12-06), so it cannot resolve even ``host_threshold``; latency keeps the host side gated
+SUPPORTING_FIGURES = ("host",)
 ROW_ORDER = (Verdict.REGRESSED, Verdict.INCONCLUSIVE, Verdict.UNRESOLVED, Verdict.IMPROVED, Verdict.UNCHANGED)
 
 
@@ -695,7 +702,9 @@ def _settle_row(c: BenchmarkComparison) -> None:
         c.figures = {name: dataclasses.replace(f, verdict=Verdict.INCONCLUSIVE) for name, f in figures.items()}
         figures = c.figures
     else:
-        c.verdict = next(v for v in ROW_ORDER if any(f.verdict is v for f in figures.values()))
+        holding = {name: f for name, f in figures.items() if name not in SUPPORTING_FIGURES
+                   or f.verdict in (Verdict.REGRESSED, Verdict.IMPROVED)}
+        c.verdict = next(v for v in ROW_ORDER if any(f.verdict is v for f in holding.values()))
     called = [name for name in PRIMARY_ORDER if name in figures and figures[name].verdict is c.verdict]
     if c.verdict in (Verdict.REGRESSED, Verdict.IMPROVED):
         called.sort(key=lambda name: figures[name].time.p_adjusted)
