@@ -21,7 +21,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PERFSUITE_WEIGHTS=random PYTHONUNBUFFERED=1
 export PERFSUITE_CACHE_DIR=/tmp/perfsuite-cache
-{ date -u; nvidia-smi; lscpu | head -20
+# The device copy's .git may be older than its working tree (runs' commit_info then names a stale HEAD):
+# name the code with CODE_COMMIT=$(git rev-parse --short HEAD) in the call, and say if the tree was dirty.
+{ date -u; echo "code: ${CODE_COMMIT:-not given (set CODE_COMMIT)}"; nvidia-smi; lscpu | head -20
   python3 -c "import sys, torch; print(sys.version); print(torch.__version__, torch.version.cuda, torch.backends.cudnn.version())"
   python3 -m pip list 2>/dev/null | grep -iE "^(pytest|onnx|nvidia-ml|scipy|numpy|psutil|tqdm)"; } > "$OUT/env.txt" 2>&1
 
