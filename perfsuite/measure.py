@@ -45,7 +45,7 @@ import torch
 from perfsuite import telemetry
 from perfsuite.device_time import device_and_host_time
 from perfsuite.environment import device_context, is_cuda, synchronize
-from perfsuite.timing import plan_rounds, synchronized, time_once, timer_overhead
+from perfsuite.timing import plan_rounds, quartiles, synchronized, time_once, timer_overhead
 
 #: the timer's cost must stay below this fraction of a timed round
 MAX_TIMER_FRACTION = 0.01
@@ -93,7 +93,7 @@ class HostProbe:
     def as_dict(self) -> dict[str, Any] | None:
         if not self.samples:
             return None
-        q1, _, q3 = statistics.quantiles(self.samples, n=4) if len(self.samples) > 1 else [self.samples[0]] * 3
+        q1, _, q3 = quartiles(self.samples)
         return {"kind": self.kind, "ops_per_block": PROBE_OPS, "blocks": len(self.samples),
                 "median_s": statistics.median(self.samples), "q1_s": q1, "q3_s": q3}
 

@@ -173,7 +173,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config._perfsuite_options = SuiteOptions.from_pytest(config)
         _apply_cpu_affinity(config.getoption("--cpu-affinity"))
-        config._perfsuite_checked_model = _check_weights_file(config._perfsuite_options)
+        _check_weights_file(config)
         _check_cache_folder()
         _redirect_benchmark_json(config)
     except (InputError, BrokenEnvironment) as exc:
@@ -194,15 +194,26 @@ def _apply_cpu_affinity(value: str | None) -> None:
             from None
 
 
-def _check_weights_file(options: SuiteOptions) -> LoadedModel | None:
+def _check_weights_file(config: pytest.Config) -> None:
     """A weights file (``--weights PATH``) is loaded once now, so a missing, unreadable, mismatched or
     non-finite file is one usage error naming it, not an error at every test's setup; the loaded model is
-    kept for the ``loaded_model`` fixture."""
-    if options.weights in ("auto", "pretrained", "random"):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model(options.model, options.weights)
+    kept (:func:`_preload_model`) for the plan and the ``loaded_model`` fixture."""
+    options = _options(config)
+    if options.weights not in ("auto", "pretrained", "random"):
+        _preload_model(config, options)
+
+
+def _preload_model(config: pytest.Config, options: SuiteOptions) -> tuple[LoadedModel, float]:
+    """The session's model, loaded (and timed) once: by the weights check at configure or by the plan,
+    whichever comes first; the ``loaded_model`` fixture reuses it, its warnings become the first test's."""
+    if getattr(config, "_perfsuite_preloaded", None) is None:
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load_model(options.model, options.weights)
+        config._perfsuite_preloaded = (model, list(caught), time.perf_counter() - started)
+    model, _, load_s = config._perfsuite_preloaded
+    return model, load_s
 
 
 def _check_cache_folder() -> None:
@@ -503,15 +514,10 @@ def _plan_estimate(config: pytest.Config, options: SuiteOptions, planned: list[t
     from perfsuite.config import cache_root
     from perfsuite.errors import PerfsuiteError
 
-    started = time.perf_counter()
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model = load_model(options.model, options.weights)
+        model, load_s = _preload_model(config, options)
     except PerfsuiteError:
         return None
-    load_s = time.perf_counter() - started
-    config._perfsuite_preloaded = (model, list(caught))
     sizes = sorted({c.batch_size for _, _, c in planned if c is not None and c.batch_size != PARITY_BATCH} or {1})
     module = model.module if options.device == "cpu" else copy.deepcopy(model.module)
     precisions = [c.precision for _, _, c in planned if c is not None and c.backend == "eager"]
@@ -647,12 +653,9 @@ def suite_options(request: pytest.FixtureRequest) -> SuiteOptions:
 
 @pytest.fixture(scope="session")
 def loaded_model(request: pytest.FixtureRequest, suite_options: SuiteOptions) -> LoadedModel:
-    checked = getattr(request.config, "_perfsuite_checked_model", None)  # a weights file, loaded at configure
-    if checked is not None:
-        return checked
     preloaded = getattr(request.config, "_perfsuite_preloaded", None)
-    if preloaded is not None:  # loaded (and timed) by the plan; its warnings are the first test's
-        model, caught = preloaded
+    if preloaded is not None:  # loaded (and timed) at configure or by the plan; its warnings are the first test's
+        model, caught, _ = preloaded
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return model

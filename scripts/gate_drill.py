@@ -337,10 +337,7 @@ def _cv(values: list[float]) -> float | None:
 
 def figure_value(record: Any, figure: str) -> float | None:
     """A run's value of one figure of a row: the stored median latency, or the held-stream figure's median."""
-    if figure == "latency":
-        return record.median_s
-    field = record.extra_info.get(figure)
-    return field.get("median_s") if isinstance(field, dict) and field.get("available") else None
+    return record.median_s if figure == "latency" else record.timing_figure(figure)[0]  # the gate's own reader
 
 
 def row_facts(runs: dict[str, list], key: str) -> dict[str, Any]:

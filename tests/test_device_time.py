@@ -332,6 +332,19 @@ def test_a_synchronizing_call_is_detected_within_seconds_and_the_watchdog_releas
     torch.cuda.synchronize()  # nothing is left held
 
 
+def _measured_with_figures(runner, spec, settings) -> tuple[measure.Measurement, float]:
+    """An activated runner's calls measured with device and host time apart (then released), and the
+    seconds the measurement took."""
+    try:
+        prepared = runner.prepare(torch.rand(spec.batch_size, 3, 224, 224))
+        started = time.perf_counter()
+        measured = measure.measure(lambda: runner.infer(prepared), "cuda", settings, device_and_host=True,
+                                   cannot_hold=runner.device_time_unavailable)
+        return measured, time.perf_counter() - started
+    finally:
+        runner.release()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", [
     "eager-channels-last", "cudagraph", "tensorrt",
@@ -348,14 +361,8 @@ def test_every_cuda_runner_is_held_and_verified(alexnet, backend):
     reason = runner_class.unavailable_reason(spec)
     if reason:
         pytest.skip(reason)
-    runner = runner_class(alexnet, spec).activate()
-    try:
-        prepared = runner.prepare(torch.rand(8, 3, 224, 224))
-        settings = measure.MeasureSettings(warmup_rounds=10, max_time=0.3, min_rounds=5)
-        measured = measure.measure(lambda: runner.infer(prepared), "cuda", settings, device_and_host=True,
-                                   cannot_hold=runner.device_time_unavailable)
-    finally:
-        runner.release()
+    measured, _ = _measured_with_figures(runner_class(alexnet, spec).activate(), spec,
+                                         measure.MeasureSettings(warmup_rounds=10, max_time=0.3, min_rounds=5))
     device = measured.device_time
     assert device["available"] and device["hold"] == dt.FLAG_HOLD and device["blocks_rejected"] == 0, device
     assert device["median_s"] <= measured.median_s * 1.02  # device work, never more than the synchronized call
@@ -370,17 +377,10 @@ def test_onnxruntime_on_a_gpu_declares_its_reason_without_trying(alexnet):
     reason = OnnxRuntimeCudaRunner.unavailable_reason(spec)
     if reason:
         pytest.skip(reason)
-    runner = OnnxRuntimeCudaRunner(alexnet, spec).activate()
-    try:
-        prepared = runner.prepare(torch.rand(1, 3, 224, 224))
-        settings = measure.MeasureSettings(warmup_rounds=3, max_time=0.1, min_rounds=3)
-        started = time.perf_counter()
-        measured = measure.measure(lambda: runner.infer(prepared), "cuda", settings, device_and_host=True,
-                                   cannot_hold=runner.device_time_unavailable)
-    finally:
-        runner.release()
+    measured, seconds = _measured_with_figures(OnnxRuntimeCudaRunner(alexnet, spec).activate(), spec,
+                                               measure.MeasureSettings(warmup_rounds=3, max_time=0.1, min_rounds=3))
     assert measured.device_time["reason"] == OnnxRuntimeCudaRunner.device_time_unavailable
-    assert time.perf_counter() - started < 5
+    assert seconds < 5
 
 
 @pytest.mark.gpu
