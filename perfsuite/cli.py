@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors print one line and exit 2, never a traceback."""
+    from perfsuite.fresh_process import skip_the_final_collection_at_exit
+
+    skip_the_final_collection_at_exit()
     try:
         try:
             return _run(argv)

@@ -161,6 +161,9 @@ class Case(NamedTuple):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from perfsuite.fresh_process import skip_the_final_collection_at_exit
+
+    skip_the_final_collection_at_exit()
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason elsewhere")
     config.addinivalue_line("markers", "row_params(backend=..., precision=..., batch_size=...): a benchmark's "
                                        "values of the parameters every saved row has (null: does not apply)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from perfsuite.engine_cache import EngineCache
 from perfsuite.models import LoadedModel, load_model
 
 
@@ -91,6 +93,31 @@ def _gpu_to_itself_when_timing(request: pytest.FixtureRequest) -> Iterator[None]
 def alexnet() -> LoadedModel:
     """AlexNet with the deterministic offline weights, built once for all unit tests (do not mutate it)."""
     return load_model("alexnet", "random")
+
+
+@pytest.fixture(scope="session")
+def shared_exports(tmp_path_factory: pytest.TempPathFactory) -> EngineCache:
+    """An engine cache for the whole ``pytest tests`` run, every xdist worker's (pytest's base temporary
+    folder, above the workers' own): each ONNX export in it is made once per run (the cache builds a key once
+    across processes; an export costs 12-17 s on the 2-core CI machine). Only through :func:`put_export`."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-of-USER/pytest-N, shared by the run's workers
+    return EngineCache(root / "shared-onnx-exports")
+
+
+def put_export(cache: EngineCache, shared: EngineCache, model: LoadedModel, precision: str,
+               batch_size: int | None) -> None:
+    """Copy ``model``'s ONNX export at ``precision`` and batch (``None``: dynamic) from ``shared`` into
+    ``cache`` (made there first if it is the run's first), as if ``cache`` had made it: for a test that needs
+    the export and does not test its making. A test that checks a miss, or the export itself, makes its own.
+    Copies, never links: a test may damage its copy."""
+    from perfsuite.onnx_export import export_onnx
+
+    made = export_onnx(model, precision, batch_size, cache=shared)
+    cache.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shared.artifact_path(made.key), cache.artifact_path(made.key))
+    shutil.copyfile(shared.metadata_path(made.key), cache.metadata_path(made.key))  # last: marks it complete
 
 
 @pytest.fixture(scope="session")

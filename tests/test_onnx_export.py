@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from conftest import put_export
 from perfsuite.backends.base import RunSpec
 from perfsuite.backends.onnxruntime import OnnxRuntimeRunner
 from perfsuite.cli import main
@@ -48,7 +49,8 @@ def test_each_rows_conversion_cost_is_its_own_whatever_ran_before(cache_dir, ale
     assert first["onnx_sha256"] == other["onnx_sha256"] == made["sha256"]
 
 
-def test_a_corrupt_export_on_disk_is_exported_again(cache_dir, alexnet):
+def test_a_corrupt_export_on_disk_is_exported_again(cache_dir, alexnet, shared_exports):
+    put_export(EngineCache(), shared_exports, alexnet, "fp16", 1)  # made by another process
     export = export_onnx(alexnet, "fp16", 1)
     data = bytearray(export.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -84,7 +86,8 @@ def test_a_dtype_the_provider_has_no_kernel_for_skips_with_its_words(cache_dir, 
         runner.load()
 
 
-def test_export_writes_the_file_the_suite_measures(cache_dir, tmp_path, capsys):
+def test_export_writes_the_file_the_suite_measures(cache_dir, tmp_path, capsys, alexnet, shared_exports):
+    put_export(EngineCache(), shared_exports, alexnet, "fp32", None)  # the dynamic one; the batch-8 one is made here
     output = tmp_path / "alexnet-fp32.onnx"
     assert main(["export", str(output), "--weights", "random", "--model", "alexnet"]) == 0
     out = capsys.readouterr().out

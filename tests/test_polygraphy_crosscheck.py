@@ -20,9 +20,11 @@ import hashlib
 import pytest
 import torch
 
+from conftest import put_export
 from perfsuite.backends.base import RunSpec
 from perfsuite.cli import main
 from perfsuite.comparator import compare_output
+from perfsuite.engine_cache import EngineCache
 from perfsuite.images import FIXTURE_IMAGES
 from perfsuite.tolerances import Tolerance, tolerance_for
 
@@ -32,7 +34,7 @@ FP32_ULP = 2.0**-23
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory, fixture_images, alexnet):
+def outputs(tmp_path_factory, fixture_images, alexnet, shared_exports):
     """(Polygraphy's ONNX Runtime output on the exported file, the eager fp32 reference, the file)."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
@@ -42,6 +44,7 @@ def outputs(tmp_path_factory, fixture_images, alexnet):
     path = folder / "alexnet-fp32.onnx"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PERFSUITE_CACHE_DIR", str(folder / "cache"))
+        put_export(EngineCache(), shared_exports, alexnet, "fp32", None)
         assert main(["export", str(path), "--weights", "random", "--model", "alexnet"]) == 0
     with OnnxrtRunner(SessionFromOnnx(str(path))) as runner:
         (candidate,) = runner.infer({"images": fixture_images.numpy()}).values()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import put_export
 from perfsuite.backends.tensorrt import TENSORRT_RTX, TensorRTConfig, build_engine, get_engine
 from perfsuite.engine_cache import EngineCache
 from perfsuite.errors import BackendError, BackendUnavailable, InputError
@@ -58,11 +59,12 @@ def cache(tmp_path_factory):
 @pytest.mark.parametrize("precision,dynamic", [("fp32", False), ("fp16", False), ("fp32", True), ("fp16", True)],
                          ids=["fp32-static", "fp16-static", "fp32-dynamic", "fp16-dynamic"])
 def test_builds_a_real_engine_on_the_cpu(cache, loaded_model, precision, dynamic, capsys, record_property,
-                                         monkeypatch):
+                                         monkeypatch, shared_exports):
     terminal = precision == "fp32"  # fp32 builds draw progress on a "terminal", fp16 builds on a pipe
     stderr = TerminalBuffer() if terminal else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     config = TensorRTConfig(dynamic_batch=dynamic)
+    put_export(cache, shared_exports, loaded_model, precision, None if dynamic else 1)  # the build is tested here
     export, engine = get_engine(TENSORRT_RTX, loaded_model, precision, 1, config, "cpu", cache=cache)
     monkeypatch.undo()
 
@@ -97,13 +99,14 @@ def test_builds_a_real_engine_on_the_cpu(cache, loaded_model, precision, dynamic
         assert get_engine(TENSORRT_RTX, loaded_model, precision, 8, config, "cpu", cache=cache)[1].hit
 
 
-def test_a_changed_onnx_byte_builds_a_new_engine(tmp_path, loaded_model):
+def test_a_changed_onnx_byte_builds_a_new_engine(tmp_path, loaded_model, shared_exports):
     """After a torch or onnxscript upgrade the exporter may write other bytes for the same model: the
     engine built from the old bytes must not be reused (its key holds the export's sha256)."""
     import onnx
     from onnx import numpy_helper
 
     cache, config = EngineCache(tmp_path), TensorRTConfig()
+    put_export(cache, shared_exports, loaded_model, "fp16", 1)
     export, engine = get_engine(TENSORRT_RTX, loaded_model, "fp16", 1, config, "cpu", cache=cache)
     model = onnx.load_from_string(export.data)
     weight = model.graph.initializer[0]
