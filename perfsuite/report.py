@@ -39,7 +39,7 @@ from typing import Any
 
 from perfsuite.errors import InputError
 from perfsuite.gate.hardware import physical_gpu
-from perfsuite.gate.runs import SavedRun
+from perfsuite.gate.runs import SavedRun, provenance
 from perfsuite.gate.settings import GateSettings
 from perfsuite.gate.tables import format_bytes, format_number, format_percent, format_seconds, render_table
 
@@ -325,14 +325,8 @@ def chart_context(runs: Sequence[SavedRun]) -> str:
     """What every chart's subtitle says: the machine, the weights and when the runs were made, so that a chart
     pasted alone into an issue or a CI summary still says what it shows."""
     machines = list(dict.fromkeys(run.fingerprint.label for run in runs))
-    weights = list(dict.fromkeys(
-        f"{info.get('weights')} {str(info.get('weights_fingerprint') or '')[:12]}".strip()
-        for run in runs for record in run.benchmarks.values()
-        if (info := record.extra_info).get("weights")))
-    dates = sorted({str(run.datetime)[:10] for run in runs if run.datetime})
-    when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "date not recorded"
-    return " · ".join([machines[0] if len(machines) == 1 else f"{len(machines)} machines",
-                       f"weights {', '.join(weights) or 'not recorded'}",
+    weights, when = provenance(runs)
+    return " · ".join([machines[0] if len(machines) == 1 else f"{len(machines)} machines", weights,
                        f"{len(runs)} run{'s' if len(runs) != 1 else ''}, {when}"])
 
 

@@ -345,3 +345,18 @@ def test_chart_of_rows_without_a_test(tmp_path, capsys):
     assert main(["compare", str(CPU_BASE[0]), str(CPU_BASE[1]), "--chart", str(chart)]) in (0, 3)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
+
+
+def test_the_verdict_chart_and_the_report_charts_say_the_runs_provenance_alike():
+    """The report's charts and the verdict chart each built the weights-and-dates line with their own code,
+    worded apart ("weights random 415ac74c9984" beside "random weights 415ac74c9984"); one function now says it."""
+    from perfsuite import report
+    from perfsuite.gate.chart import _subtitle
+    from perfsuite.gate.runs import provenance
+
+    baseline, new = [load_run(p) for p in CPU_BASE[:3]], [load_run(p) for p in CPU_BASE[3:6]]
+    weights, when = provenance([*baseline, *new])
+    assert weights.startswith("weights ") and "not recorded" not in weights and when[:4].isdigit()
+    result = compare_runs(baseline, new, GateSettings())
+    assert f"{weights} · runs from {when}" in _subtitle(result)
+    assert weights in report.chart_context(new)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perfsuite.errors import InputError
+from perfsuite.gate.runs import provenance
 from perfsuite.gate.verdict import FIGURES, BenchmarkComparison, GateResult, Verdict
 
 COLOURS = {
@@ -25,13 +26,7 @@ OUTCOME_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "undecided": "#7b1fa2"}
 
 
 def _subtitle(result: GateResult) -> str:
-    runs = [*result.baseline_runs, *result.new_runs]
-    weights = next((f"{info.get('weights')} weights {str(info.get('weights_fingerprint') or '')[:12]}".strip()
-                    for run in result.new_runs for record in run.benchmarks.values()
-                    if (info := record.extra_info).get("weights")), "weights not recorded")
-    dates = sorted(run.datetime[:10] for run in runs if run.datetime)
-    when = ("dates not recorded" if not dates else dates[0] if dates[0] == dates[-1]
-            else f"{dates[0]} to {dates[-1]}")
+    weights, when = provenance([*result.baseline_runs, *result.new_runs])
     return (f"{result.hardware.label}\n{weights} · runs from {when} · baseline {len(result.baseline_runs)}, "
             f"new {len(result.new_runs)} run(s) · threshold {result.settings.threshold:.0%}"
             + (f", host-side {result.settings.host_threshold:.0%}"

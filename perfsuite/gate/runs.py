@@ -323,6 +323,17 @@ def load_side(spec: str | Sequence[str | Path], storage: str | Path = ".benchmar
     return runs
 
 
+def provenance(runs: Sequence[SavedRun]) -> tuple[str, str]:
+    """(weights, when) of ``runs`` as every chart's subtitle says them: each weights kind with its fingerprint's
+    first 12 hex digits ("random 415ac74c9984"), and the day or span of days the runs were made."""
+    weights = list(dict.fromkeys(
+        f"{info.get('weights')} {str(info.get('weights_fingerprint') or '')[:12]}".strip()
+        for run in runs for record in run.benchmarks.values() if (info := record.extra_info).get("weights")))
+    dates = sorted({str(run.datetime)[:10] for run in runs if run.datetime})
+    when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "date not recorded"
+    return f"weights {', '.join(weights) or 'not recorded'}", when
+
+
 def per_run_values(runs: Sequence[SavedRun], key: str, statistic: str = "median") -> list[float]:
     """The chosen statistic of benchmark ``key`` in each run that has it."""
     return [run.benchmarks[key].statistic(statistic) for run in runs if key in run.benchmarks]
