@@ -300,8 +300,10 @@ def load_model(name: str = "alexnet", weights: str = "auto", *, name_origin: str
     check_weights_choice(weights, weights_origin)
     # Built without storage (meta device) and given the chosen weights' tensors: torchvision's own random
     # initialization would be thrown away (0.6 s of AlexNet's start-up in every process that loads it).
+    # torchvision is imported outside the meta context: tensors made at its import must be real.
+    models = _torchvision_models()
     with torch.device("meta"):
-        model = _torchvision_models().get_model(name, weights=None).eval()
+        model = models.get_model(name, weights=None).eval()
 
     choice = weights
     if weights == "auto":
@@ -333,7 +335,7 @@ def load_model(name: str = "alexnet", weights: str = "auto", *, name_origin: str
     model.load_state_dict({k: v.to(dtype=expected[k].dtype, device="cpu", memory_format=torch.contiguous_format)
                            for k, v in state.items()}, assign=True)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a buffer no state_dict holds
-        model = _torchvision_models().get_model(name, weights=None).eval()
+        model = models.get_model(name, weights=None).eval()  # built for real, as before
         model.load_state_dict(state)
     for parameter in model.parameters():
         parameter.requires_grad_(False)

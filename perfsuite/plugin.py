@@ -246,7 +246,7 @@ def _redirect_benchmark_json(config: pytest.Config) -> None:
     target = getattr(config.option, "benchmark_json", None)
     if target is None or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    opened = target if hasattr(target, "write") else None  # pytest-benchmark < 5 (argparse.FileType): already open
+    opened = target if hasattr(target, "write") else None  # pytest-benchmark < 5.3 (argparse.FileType): already open
     if opened is not None:
         target = opened.name
     check_output_path(target, f"--benchmark-json {target}")

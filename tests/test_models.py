@@ -208,3 +208,28 @@ def test_matching_torchvision_pairs():
     from perfsuite.models import matching_torchvision
 
     assert matching_torchvision("2.14.1+cpu") == "0.29" and matching_torchvision("2.9.0") == "0.24"
+
+
+def test_a_model_with_a_buffer_no_state_dict_holds_is_built_for_real(alexnet, monkeypatch):
+    """The model is built on the meta device and given the weights' tensors; a non-persistent buffer (in no
+    state_dict) would be left on the meta device, without values. Such a model is built again for real."""
+    import perfsuite.models as models
+
+    real = models._torchvision_models()
+
+    class WithScale:  # torchvision.models, whose models carry a buffer outside their state_dict
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def get_model(name, **kwargs):
+            model = real.get_model(name, **kwargs)
+            model.register_buffer("scale", torch.full((1,), 2.0), persistent=False)
+            return model
+
+    monkeypatch.setattr(models, "_torchvision_models", WithScale)
+    loaded = load_model("alexnet", "random")
+    assert not any(t.is_meta for t in (*loaded.module.parameters(), *loaded.module.buffers()))
+    assert loaded.module.scale.tolist() == [2.0]
+    assert loaded.fingerprint == alexnet.fingerprint  # the same weights
+    assert torch.equal(loaded.module.features[0].weight, alexnet.module.features[0].weight)
